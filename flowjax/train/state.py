@@ -1,0 +1,137 @@
+"""Train state and the pure training step.
+
+A loss function has the signature ``loss_fn(params, key, batch) -> (loss, aux)`` where ``aux`` is a
+dict of scalars. :func:`make_train_step` turns it into a pure ``step(state, batch) -> (state,
+metrics)`` that can be jitted, sharded and scanned. The per-step PRNG key is
+``fold_in(state.key, state.step)``: it depends only on (seed, step), never on how many times the
+function was called, so a resumed run draws the same keys as an unbroken one.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import flax
+import jax
+import jax.numpy as jnp
+import optax
+
+LossFn = Callable[[Any, jax.Array, Any], tuple[jax.Array, dict]]
+
+NONFINITE_POLICIES = ("skip", "apply")
+
+
+@flax.struct.dataclass
+class TrainState:
+    """Everything a run needs to continue exactly: parameters, optimizer state, EMA, step, key.
+
+    ``key`` is a raw ``uint32[2]`` PRNG key (serialisable by Orbax); ``nonfinite_count`` counts
+    the steps whose update was skipped because the loss or a gradient was not finite.
+    """
+
+    step: jax.Array
+    params: Any
+    opt_state: Any
+    ema_params: Any
+    key: jax.Array
+    nonfinite_count: jax.Array
+
+
+def create_train_state(params: Any, optimizer: optax.GradientTransformation, key: jax.Array) -> TrainState:
+    """Initial state at step 0; ``ema_params`` starts as a copy of ``params``."""
+    if jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
+        key = jax.random.key_data(key)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=optimizer.init(params),
+        ema_params=jax.tree.map(jnp.array, params),
+        key=jnp.asarray(key, jnp.uint32),
+        nonfinite_count=jnp.zeros((), jnp.int32),
+    )
+
+
+def step_key(state: TrainState) -> jax.Array:
+    """The PRNG key of the current step: a function of (seed, step) only."""
+    return jax.random.fold_in(state.key, state.step)
+
+
+def _all_finite(tree: Any) -> jax.Array:
+    leaves = jax.tree.leaves(tree)
+    if not leaves:
+        return jnp.array(True)
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+def make_train_step(
+    loss_fn: LossFn,
+    optimizer: optax.GradientTransformation,
+    *,
+    ema_decay: float | None = 0.999,
+    nonfinite: str = "skip",
+) -> Callable[[TrainState, Any], tuple[TrainState, dict]]:
+    """Build a pure training step ``step(state, batch) -> (new_state, metrics)``.
+
+    Args:
+      loss_fn: ``loss_fn(params, key, batch) -> (loss, aux)``.
+      optimizer: an optax transformation (put gradient clipping in it, e.g. with
+        :func:`make_optimizer`).
+      ema_decay: decay of the exponential moving average of the parameters; ``None`` disables it
+        (``ema_params`` then tracks ``params``).
+      nonfinite: ``"skip"`` leaves the state unchanged (except the step counter and
+        ``nonfinite_count``) when the loss or any gradient is NaN/Inf; ``"apply"`` applies the update
+        regardless. The ``Trainer`` can additionally stop on a non-finite step.
+
+    Returns:
+      A pure function; ``metrics`` holds ``loss``, ``grad_norm``, ``finite`` and the loss's aux.
+    """
+    if nonfinite not in NONFINITE_POLICIES:
+        raise ValueError(f"`nonfinite` must be one of {NONFINITE_POLICIES}, got {nonfinite!r}.")
+    if ema_decay is not None and not (0.0 <= ema_decay < 1.0):
+        raise ValueError(f"`ema_decay` must be in [0, 1) or None, got {ema_decay}.")
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def step(state: TrainState, batch: Any) -> tuple[TrainState, dict]:
+        (loss, aux), grads = grad_fn(state.params, step_key(state), batch)
+        finite = jnp.logical_and(jnp.isfinite(loss), _all_finite(grads))
+        updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+        if ema_decay is None:
+            ema = params
+        else:
+            ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
+        if nonfinite == "skip":
+            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+            params, opt_state, ema = keep(params, state.params), keep(opt_state, state.opt_state), keep(ema, state.ema_params)
+        new_state = state.replace(
+            step=state.step + 1,
+            params=params,
+            opt_state=opt_state,
+            ema_params=ema,
+            nonfinite_count=state.nonfinite_count + jnp.logical_not(finite).astype(jnp.int32),
+        )
+        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite, **aux}
+        return new_state, metrics
+
+    return step
+
+
+def make_optimizer(
+    learning_rate: float | optax.Schedule = 1e-3,
+    *,
+    clip_norm: float | None = 1.0,
+    weight_decay: float = 0.0,
+    warmup_steps: int = 0,
+    b1: float = 0.9,
+    b2: float = 0.999,
+) -> optax.GradientTransformation:
+    """Adam(W) with optional global-norm clipping and linear warm-up: the default for experiments."""
+    lr = learning_rate
+    if warmup_steps > 0 and not callable(learning_rate):
+        lr = optax.linear_schedule(0.0, learning_rate, warmup_steps)
+    parts = []
+    if clip_norm is not None:
+        parts.append(optax.clip_by_global_norm(clip_norm))
+    parts.append(optax.adamw(lr, b1=b1, b2=b2, weight_decay=weight_decay))
+    return optax.chain(*parts)
