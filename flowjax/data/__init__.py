@@ -17,6 +17,14 @@ from flowjax.data.digits import digits_dataset
 from flowjax.data.digits import digits_source
 from flowjax.data.digits import load_digits_arrays
 from flowjax.data.digits import prepare_digits
+from flowjax.data.mixtures import MIXTURE_PRESETS
+from flowjax.data.mixtures import MixtureParams
+from flowjax.data.mixtures import make_mixture
+from flowjax.data.mixtures import mixture_flow
+from flowjax.data.mixtures import mixture_moments
+from flowjax.data.mixtures import mixture_preset
+from flowjax.data.mixtures import random_mixture
+from flowjax.data.mixtures import sample_mixture
 from flowjax.data.tfds_images import DATA_DIR_ENV
 from flowjax.data.tfds_images import default_data_dir
 from flowjax.data.tfds_images import find_prepared
@@ -36,6 +44,8 @@ __all__ = [
     "DIGITS_PIXEL_MAX",
     "DIGITS_SPLITS",
     "FlowjaxDigits",
+    "MIXTURE_PRESETS",
+    "MixtureParams",
     "SamplerBatchFn",
     "TOY2D_NAMES",
     "check_finite_data",
@@ -47,8 +57,14 @@ __all__ = [
     "load_digits_arrays",
     "load_tfds_images",
     "make_batch_fn",
+    "make_mixture",
     "make_sampler_batch_fn",
+    "mixture_flow",
+    "mixture_moments",
+    "mixture_preset",
     "prepare_digits",
+    "random_mixture",
+    "sample_mixture",
     "sample_toy2d",
     "tfds_image_dataset",
     "tfds_source",
