@@ -166,7 +166,7 @@ def mmd(
     squared: bool = True,
     max_block_elems: int = 2**24,
 ) -> Array:
-    """Squared MMD with a multi-scale RBF kernel (Gretton et al., JMLR 13, 2012, eqs. 2-3).
+    """Squared MMD with a multi-scale RBF kernel (Gretton et al., "A kernel two-sample test", JMLR 2012).
 
     ``k(a, b) = (1/L) sum_l exp(-|a - b|^2 / (2 h_l^2))`` (so ``k(a, a) = 1``) and
 
