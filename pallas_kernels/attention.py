@@ -47,7 +47,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
-from jax.custom_derivatives import linear_call
+from jax.custom_derivatives import SymbolicZero, linear_call
 from jax.experimental import pallas as pl
 
 try:  # Triton-specific compiler params (GPU). jax>=0.7 defaults GPU Pallas to Mosaic GPU.
@@ -192,7 +192,7 @@ def _kv_loop_bound(cfg: _Cfg, i, bq: int, bk: int, n_kv_blocks: int):
     live = pl.cdiv(cfg.kv_len, bk)  # tiles past kv_len hold padding only
     upper = min(n_kv_blocks, live)
     if cfg.causal and not cfg.has_qpos and not cfg.has_kvpos:
-        causal_upper = lax.div(bq * (i + 1) + bk - 1, bk)
+        causal_upper = lax.div(jnp.int32(bq) * (i + 1) + jnp.int32(bk - 1), jnp.int32(bk))
         return jnp.minimum(causal_upper, upper)
     return upper
 
@@ -374,7 +374,7 @@ def _dkv_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
         return _maybe_skip(cfg, allowed, compute, carry)
 
     if cfg.causal and not cfg.has_qpos and not cfg.has_kvpos:
-        lower = lax.div(j * bk, bq)  # earlier query tiles see none of this KV tile
+        lower = lax.div(j * jnp.int32(bk), jnp.int32(bq))  # earlier query tiles see none of this KV tile
     else:
         lower = 0
     zeros = jnp.zeros((bk, k.shape[-1]), jnp.float32)
@@ -625,14 +625,24 @@ _fwd_vjp.defvjp(_fwd_vjp_fwd, _fwd_vjp_bwd)
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _tangent_fn(cfg: _Cfg, q, k, v, aux, o, lse, dq, dk, dv):
-    """The attention tangent: linear in (dq, dk, dv), with the flash backward as its transpose."""
+    """The attention tangent: linear in (dq, dk, dv), with the flash backward as its transpose.
+
+    A tangent given as ``None`` is zero; it is not a linear input then, so that ``jax.grad`` with
+    respect to a subset of (q, k, v) transposes only the inputs that carry a tangent.
+    """
 
     def fun(res, lin):
-        return _flash_tangent(cfg, *res, *lin)
+        q_, k_, v_, aux_, o_, lse_ = res
+        ldq, ldk, ldv = lin
+        ldq = jnp.zeros_like(q_) if ldq is None else ldq
+        ldk = jnp.zeros_like(k_) if ldk is None else ldk
+        ldv = jnp.zeros_like(v_) if ldv is None else ldv
+        return _flash_tangent(cfg, q_, k_, v_, aux_, o_, lse_, ldq, ldk, ldv)
 
     def fun_t(res, ct):
         q_, k_, v_, aux_, o_, lse_ = res
-        return _flash_bwd(cfg, q_, k_, v_, aux_, o_, lse_, ct, jnp.zeros_like(lse_))
+        gq, gk, gv = _flash_bwd(cfg, q_, k_, v_, aux_, o_, lse_, ct, jnp.zeros_like(lse_))
+        return (None if dq is None else gq, None if dk is None else gk, None if dv is None else gv)
 
     return linear_call(fun, fun_t, (q, k, v, aux, o, lse), (dq, dk, dv))
 
@@ -644,6 +654,13 @@ def _tangent_fn_jvp(cfg, primals, tangents):
     q, k, v, aux, o, lse, dq, dk, dv = primals
     tq, tk, tv, _, to, tlse, tdq, tdk, tdv = tangents
     out = _tangent_fn(cfg, *primals)
+
+    def fill(x, like):
+        return jnp.zeros_like(like) if x is None else x
+
+    dq, tdq = fill(dq, q), fill(tdq, q)
+    dk, tdk = fill(dk, k), fill(tdk, k)
+    dv, tdv = fill(dv, v), fill(tdv, v)
     f = functools.partial(_tangent_formula_ref, cfg, aux=aux)
     _, dout = jax.jvp(f, (q, k, v, o, lse, dq, dk, dv), (tq, tk, tv, to, tlse, tdq, tdk, tdv))
     return out, dout
@@ -702,13 +719,17 @@ def _attn_core(cfg: _Cfg, q, k, v, aux):
     return _flash_fwd(cfg, q, k, v, aux)[0]
 
 
-@_attn_core.defjvp
 def _attn_core_jvp(cfg, primals, tangents):
     q, k, v, aux = primals
-    dq, dk, dv, _ = tangents
+    dq, dk, dv = (None if isinstance(t, SymbolicZero) else t for t in tangents[:3])
     o, lse = _fwd_vjp(cfg, q, k, v, aux)
+    if dq is None and dk is None and dv is None:
+        return o, jnp.zeros_like(o)
     t = _tangent_fn(cfg, q, k, v, aux, o, lse, dq, dk, dv)
     return o, t
+
+
+_attn_core.defjvp(_attn_core_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------------------------
