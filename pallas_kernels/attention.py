@@ -888,6 +888,7 @@ def attention(
     implementation: str | None = None,
     block_sizes: BlockSizes | None = None,
     q_offset: int | jax.Array = 0,
+    q_positions: jax.Array | None = None,
 ) -> jax.Array:
     """Multi-head attention ``softmax(scale Q K^T + mask) V`` with fused reverse and forward mode.
 
@@ -910,6 +911,9 @@ def attention(
       block_sizes: tiles of the Pallas kernels; default ``BlockSizes.get_default(backend)``.
       q_offset: position of the first query for causal masking (int, or ``(batch,)`` ints), e.g.
         the number of cached tokens when decoding with a KV cache.
+      q_positions: alternatively, the causal position of every query, ``(q_seq,)`` or
+        ``(batch, q_seq)`` ints: query ``i`` sees keys ``j <= q_positions[i]``. With
+        ``q_positions[i] = (i // F + 1) F - 1`` this is block (frame) causal attention.
 
     Returns:
       ``[batch, q_seq, heads, head_dim]`` in ``q.dtype``. Rows with no allowed key are 0.
@@ -931,10 +935,17 @@ def attention(
     scale = float(scale) if scale is not None else 1.0 / math.sqrt(d)
     causal = bool(causal)
 
-    # Query positions (explicit only when shifted by q_offset).
+    # Query positions (explicit only when shifted by q_offset or given).
     offset_is_zero = isinstance(q_offset, (int, np.integer)) and int(q_offset) == 0
     qpos = None
-    if not offset_is_zero:
+    if q_positions is not None:
+        if not offset_is_zero:
+            raise ValueError("Pass at most one of `q_offset` and `q_positions`.")
+        qp_arr = jnp.asarray(q_positions, jnp.int32)
+        if qp_arr.shape not in ((n,), (1, n), (b, n)):
+            raise ValueError(f"`q_positions` must have shape ({n},) or ({b}, {n}), got {qp_arr.shape}.")
+        qpos = qp_arr.reshape(-1, n)
+    elif not offset_is_zero:
         off = jnp.asarray(q_offset, jnp.int32)
         if off.ndim > 1 or (off.ndim == 1 and off.shape[0] != b):
             raise ValueError(f"`q_offset` must be an int or shape ({b},), got shape {off.shape}.")
@@ -1050,6 +1061,7 @@ def attention_reference(
     kv_index: jax.Array | None = None,
     scale: float | None = None,
     q_offset: int | jax.Array = 0,
+    q_positions: jax.Array | None = None,
 ) -> jax.Array:
     """Pure-jnp attention with the same semantics as :func:`attention` (seq x seq memory).
 
@@ -1068,8 +1080,11 @@ def attention_reference(
     s = jnp.einsum("bnhd,bmhd->bhnm", q.astype(f32), kr) * scale
     allowed = jnp.ones((1, 1, n, m), bool)
     if causal:
-        off = jnp.reshape(jnp.asarray(q_offset, jnp.int32), (-1, 1, 1, 1))
-        qi = jnp.arange(n, dtype=jnp.int32)[None, None, :, None] + off
+        if q_positions is not None:
+            qi = jnp.asarray(q_positions, jnp.int32).reshape(-1, 1, n, 1)
+        else:
+            off = jnp.reshape(jnp.asarray(q_offset, jnp.int32), (-1, 1, 1, 1))
+            qi = jnp.arange(n, dtype=jnp.int32)[None, None, :, None] + off
         allowed = jnp.logical_and(allowed, qi >= jnp.arange(m, dtype=jnp.int32)[None, None, None, :])
     if mask is not None:
         allowed = jnp.logical_and(allowed, mask.astype(bool))

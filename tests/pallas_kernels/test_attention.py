@@ -110,9 +110,12 @@ def test_kv_index_routing_causal(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
-def test_kv_cache_offset_per_batch(impl):
-    # Decoding 16 new queries against a 48-entry cache: query i sees keys j <= i + offset[b].
-    _check_case(impl, (2, 16, 48, 2, 2, 32), B16, causal=True, q_offset=jnp.array([8, 32]))
+def test_kv_cache_block_causal_positions(impl):
+    # 16 new queries (two frames of 8) against a 48-entry cache holding 8 resp. 24 earlier
+    # tokens: frame-causal positions q_positions[b, i] = offset[b] + (i // 8 + 1) * 8 - 1.
+    frame = (jnp.arange(16) // 8 + 1) * 8 - 1
+    qpos = jnp.stack([8 + frame, 24 + frame])
+    _check_case(impl, (2, 16, 48, 2, 2, 32), B16, causal=True, q_positions=qpos)
 
 
 def test_xla_path_matches_reference():
@@ -125,6 +128,8 @@ def test_xla_path_matches_reference():
         dict(mask=mask),
         dict(kv_index=kv_index, causal=True, mask=mask),
         dict(causal=True, q_offset=8),
+        dict(causal=True, q_offset=jnp.array([3, 9])),
+        dict(causal=True, q_positions=(jnp.arange(32) // 4) * 4 + 3),
     ):
         got = _jit(functools.partial(attention, implementation="xla", **kw))(q, k, v)
         want = _jit(functools.partial(attention_reference, **kw))(q, k, v)
@@ -235,6 +240,8 @@ def test_validation_errors():
         attention(q, q, q, kv_index=jnp.array([[0, 1, 1]]), implementation="xla")
     with pytest.raises(ValueError, match="must divide the query length"):
         attention(q, q, q, kv_index=jnp.zeros((3, 2), jnp.int32), implementation="xla")
+    with pytest.raises(ValueError, match="at most one"):
+        attention(q, q, q, causal=True, q_offset=2, q_positions=jnp.arange(8), implementation="xla")
     with pytest.raises(ValueError, match="power of two"):
         BlockSizes(block_q=24)
     if not _ACCEL:
