@@ -68,7 +68,7 @@ class CheckpointMismatchError(CheckpointError, ValueError):
 
 
 def _path_str(path: Any) -> str:
-    return jax.tree_util.keystr(path) or "<root>"
+    return jax.tree_util.keystr(path).lstrip(".") or "<root>"
 
 
 def tree_structure_summary(tree: Any) -> dict[str, list]:

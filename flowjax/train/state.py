@@ -139,7 +139,7 @@ def make_train_step(
         )
         metrics = {
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "finite": finite,
             "nonfinite_leaf": first_nonfinite_index(loss, grads),
             **aux,

@@ -1,0 +1,94 @@
+"""Run the toy Trainer in a subprocess (for the kill -9 / SIGTERM tests and the soak test).
+
+    python tests/train/run_toy.py WORKDIR --steps 60 --checkpoint-every 5 [--mesh] [--sleep 0.02]
+
+Prints ``BATCH <step>`` (flushed) whenever a batch is requested, so a test can kill the process
+at a known point. The configuration matches ``tests/conftest.py`` (x64, strict rank promotion,
+8 fake CPU devices through XLA_FLAGS inherited from the parent).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_enable_x64", True)
+jax.config.update("jax_numpy_rank_promotion", "raise")
+
+import toy  # noqa: E402
+
+from flowjax import train  # noqa: E402
+
+
+def build_trainer(workdir, *, steps, checkpoint_every, log_every, mesh=False, sleep=0.0, verbose=False,
+                  steps_per_dispatch=1, seed=0, async_checkpoint=True, keep=3, handle_signals=True):
+    """The toy Trainer; used identically by the subprocess and by in-process reference runs."""
+    params = toy.init_params(jax.random.key(seed))
+    optimizer = train.make_optimizer(3e-3)
+    state = train.create_train_state(params, optimizer, jax.random.key(seed + 1))
+    step_fn = train.make_train_step(toy.loss_fn, optimizer, ema_decay=0.99)
+    base = toy.make_batch_fn(seed)
+
+    def batch_fn(step):
+        if verbose:
+            print(f"BATCH {step}", flush=True)
+        if sleep:
+            time.sleep(sleep)
+        return base(step)
+
+    return train.Trainer(
+        step_fn,
+        state,
+        batch_fn,
+        workdir=workdir,
+        total_steps=steps,
+        checkpoint_every=checkpoint_every,
+        log_every=log_every,
+        keep=keep,
+        mesh=train.make_mesh() if mesh else None,
+        progress=False,
+        steps_per_dispatch=steps_per_dispatch,
+        async_checkpoint=async_checkpoint,
+        handle_signals=handle_signals,
+    )
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("workdir")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--checkpoint-every", type=int, default=5)
+    ap.add_argument("--log-every", type=int, default=5)
+    ap.add_argument("--keep", type=int, default=3)
+    ap.add_argument("--mesh", action="store_true")
+    ap.add_argument("--sleep", type=float, default=0.0)
+    ap.add_argument("--steps-per-dispatch", type=int, default=1)
+    args = ap.parse_args()
+    trainer = build_trainer(
+        args.workdir,
+        steps=args.steps,
+        checkpoint_every=args.checkpoint_every,
+        log_every=args.log_every,
+        keep=args.keep,
+        mesh=args.mesh,
+        sleep=args.sleep,
+        verbose=True,
+        steps_per_dispatch=args.steps_per_dispatch,
+    )
+    print("START", flush=True)
+    trainer.run()
+    print(f"DONE {trainer.start_step}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
