@@ -29,6 +29,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import signal
 import threading
@@ -142,6 +143,47 @@ class _SignalFlag:
         for sig, old in self._old.items():
             signal.signal(sig, old)
         self._old.clear()
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled_runner(step_fn: Callable, jit_batch_fn: Callable | None, n: int, scanned: bool, sh_key: Any) -> Callable:
+    """Jitted ``run(state, batch) -> (state, metrics stacked over steps)``, cached across Trainers.
+
+    The cache (keyed on the step function object, the dispatch length and the shardings) means a
+    Trainer re-created in the same process, e.g. to resume, does not compile again.
+    """
+    if sh_key is None:
+        st_sh = b_sh = bs_sh = rep = None
+    else:
+        leaves, treedef, b_sh, bs_sh, rep = sh_key
+        st_sh = jax.tree.unflatten(treedef, leaves)
+
+    def get_batch(state, batch):
+        if jit_batch_fn is None:
+            return batch
+        batch = jit_batch_fn(state.step)
+        if b_sh is not None:
+            batch = jax.lax.with_sharding_constraint(batch, b_sh)
+        return batch
+
+    if not scanned:
+
+        def run(state, batch):
+            state, metrics = step_fn(state, get_batch(state, batch))
+            return state, jax.tree.map(lambda m: jnp.expand_dims(m, 0), metrics)
+
+        batch_sh = b_sh
+    else:
+
+        def run(state, batches):
+            return jax.lax.scan(lambda s, b: step_fn(s, get_batch(s, b)), state, batches, length=n)
+
+        batch_sh = bs_sh
+    if jit_batch_fn is not None:
+        batch_sh = None
+    if st_sh is None:
+        return jax.jit(run)
+    return jax.jit(run, in_shardings=(st_sh, batch_sh), out_shardings=(st_sh, rep))
 
 
 class Trainer:
@@ -272,7 +314,6 @@ class Trainer:
         self.restored_step: int | None = None
         self.restore_errors: list[str] = []
         self._batch_spec: Any = None
-        self._compiled: dict[int, Callable] = {}
 
     # ------------------------------------------------------------------------------------------
     # Sharding and compiled functions.
@@ -287,40 +328,15 @@ class Trainer:
 
     def _runner(self, n: int) -> Callable:
         """A jitted ``(state, batches) -> (state, stacked metrics)`` running ``n`` steps."""
-        if n in self._compiled:
-            return self._compiled[n]
-        step_fn, batch_fn, in_jit = self.step_fn, self.batch_fn, self.batch_fn_in_jit
-        st_sh, b_sh, bs_sh, rep = self._state_sh, self._b_sh, self._bs_sh, self._rep_sh
-
-        def get_batch(state, batch):
-            if not in_jit:
-                return batch
-            batch = batch_fn(state.step)
-            if b_sh is not None:
-                batch = jax.lax.with_sharding_constraint(batch, b_sh)
-            return batch
-
-        if n == 1 or self.steps_per_dispatch == 1:
-
-            def run(state, batch):
-                state, metrics = step_fn(state, get_batch(state, batch))
-                return state, jax.tree.map(lambda m: jnp.expand_dims(m, 0), metrics)
-
-            batch_sh = b_sh
+        scanned = n > 1 and self.steps_per_dispatch > 1
+        if self._state_sh is None:
+            sh_key = None
         else:
-
-            def run(state, batches):
-                return jax.lax.scan(lambda s, b: step_fn(s, get_batch(s, b)), state, batches, length=n)
-
-            batch_sh = bs_sh
-        if in_jit:
-            batch_sh = None
-        if self.mesh is None:
-            fn = jax.jit(run)
-        else:
-            fn = jax.jit(run, in_shardings=(st_sh, batch_sh), out_shardings=(st_sh, rep))
-        self._compiled[n] = fn
-        return fn
+            leaves, treedef = jax.tree.flatten(self._state_sh)
+            sh_key = (tuple(leaves), treedef, self._b_sh, self._bs_sh, self._rep_sh)
+        return _compiled_runner(
+            self.step_fn, self.batch_fn if self.batch_fn_in_jit else None, n if scanned else 1, scanned, sh_key
+        )
 
     # ------------------------------------------------------------------------------------------
     # Data.
@@ -518,6 +534,12 @@ class Trainer:
         return math.isfinite(row.get("loss", 0.0))
 
 
+@functools.lru_cache(maxsize=32)
+def _default_step(loss_fn, learning_rate, clip_norm, ema_decay, nonfinite):
+    optimizer = make_optimizer(learning_rate, clip_norm=clip_norm)
+    return optimizer, make_train_step(loss_fn, optimizer, ema_decay=ema_decay, nonfinite=nonfinite)
+
+
 def fit(
     loss_fn: Callable[[Any, jax.Array, Any], tuple[jax.Array, dict]],
     params: Any,
@@ -565,9 +587,13 @@ def fit(
     if checkpoint_every is None:
         checkpoint_every = max(1, steps // 10)
     if optimizer is None:
-        optimizer = make_optimizer(learning_rate, clip_norm=clip_norm)
+        try:  # same loss and settings -> same step function object -> no recompilation
+            optimizer, step_fn = _default_step(loss_fn, learning_rate, clip_norm, ema_decay, nonfinite)
+        except TypeError:  # unhashable argument (e.g. a partial with array leaves)
+            optimizer, step_fn = _default_step.__wrapped__(loss_fn, learning_rate, clip_norm, ema_decay, nonfinite)
+    else:
+        step_fn = make_train_step(loss_fn, optimizer, ema_decay=ema_decay, nonfinite=nonfinite)
     state = create_train_state(params, optimizer, key)
-    step_fn = make_train_step(loss_fn, optimizer, ema_decay=ema_decay, nonfinite=nonfinite)
     trainer = Trainer(
         step_fn,
         state,

@@ -30,13 +30,25 @@ import toy  # noqa: E402
 from flowjax import train  # noqa: E402
 
 
+_STEP_FNS = {}
+
+
+def toy_step(ema_decay=0.99, lr=3e-3):
+    """(optimizer, step_fn), cached so that Trainers in one process share compiled code."""
+    key = (ema_decay, lr)
+    if key not in _STEP_FNS:
+        optimizer = train.make_optimizer(lr)
+        _STEP_FNS[key] = optimizer, train.make_train_step(toy.loss_fn, optimizer, ema_decay=ema_decay)
+    return _STEP_FNS[key]
+
+
 def build_trainer(workdir, *, steps, checkpoint_every, log_every, mesh=False, sleep=0.0, verbose=False,
-                  steps_per_dispatch=1, seed=0, async_checkpoint=True, keep=3, handle_signals=True):
+                  steps_per_dispatch=1, seed=0, async_checkpoint=True, keep=3, handle_signals=True,
+                  on_batch=None, batch_source=None, hidden=toy.HIDDEN, **trainer_kwargs):
     """The toy Trainer; used identically by the subprocess and by in-process reference runs."""
-    params = toy.init_params(jax.random.key(seed))
-    optimizer = train.make_optimizer(3e-3)
+    params = toy.init_params(jax.random.key(seed), hidden=hidden)
+    optimizer, step_fn = toy_step()
     state = train.create_train_state(params, optimizer, jax.random.key(seed + 1))
-    step_fn = train.make_train_step(toy.loss_fn, optimizer, ema_decay=0.99)
     base = toy.make_batch_fn(seed)
 
     def batch_fn(step):
@@ -44,12 +56,14 @@ def build_trainer(workdir, *, steps, checkpoint_every, log_every, mesh=False, sl
             print(f"BATCH {step}", flush=True)
         if sleep:
             time.sleep(sleep)
+        if on_batch is not None:
+            on_batch(step)
         return base(step)
 
     return train.Trainer(
         step_fn,
         state,
-        batch_fn,
+        batch_fn if batch_source is None else batch_source,
         workdir=workdir,
         total_steps=steps,
         checkpoint_every=checkpoint_every,
@@ -60,6 +74,7 @@ def build_trainer(workdir, *, steps, checkpoint_every, log_every, mesh=False, sl
         steps_per_dispatch=steps_per_dispatch,
         async_checkpoint=async_checkpoint,
         handle_signals=handle_signals,
+        **trainer_kwargs,
     )
 
 
