@@ -1,6 +1,6 @@
 """Real processes: SIGTERM -> final checkpoint and exit code 0; kill -9 -> resume equals unbroken.
 
-A training subprocess (tests/train/run_toy.py) is killed at a known step; the run is then resumed
+A training subprocess (tests/train/train_toy_run.py) is killed at a known step; the run is then resumed
 in this process and compared with an unbroken in-process run of the same seed. The slow tests
 kill at random moments (including during saves) and run a 20k-step soak.
 """
@@ -22,7 +22,7 @@ import jax
 import numpy as np
 import pytest
 
-import run_toy
+import train_toy_run as run_toy
 
 pytestmark = pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
 
@@ -186,7 +186,12 @@ def test_soak_20k_steps_memory_flat_and_kill_resume_equal(tmp_path):
         proc.wait(timeout=60)
     proc = _spawn(wd, sleep=0.0, **cfg)
     out = _finish(proc, timeout=1800)
-    assert proc.returncode == 0 and out[-1] == "DONE 15000", "".join(proc.err_tail)[-3000:]
+    assert proc.returncode == 0, "".join(proc.err_tail)[-3000:]
+    # The save at 15000 may still have been in flight when the kill came: then 14500 is the newest
+    # complete checkpoint.
+    assert out[-1] in ("DONE 15000", "DONE 14500")
+    print(f"soak: RSS samples (MiB) {rss[::max(1, len(rss) // 10)]}, growth after warm-up {growth:.1f} MiB; "
+          f"final resume from {out[-1].split()[1]}")
     a = [json.loads(l) for l in (tmp_path / "unbroken" / "metrics.jsonl").read_text().splitlines()]
     b = [json.loads(l) for l in (wd / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in a] == list(range(100, 20_001, 100))

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import toy
+import train_toy as toy
 from flowjax import train
 from flowjax.train import sharding as shd
 from flowjax.train.checkpoint import Checkpointer, abstract_state, tree_checksums

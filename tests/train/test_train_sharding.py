@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P
 
-import toy
+import train_toy as toy
 from flowjax import train
 from flowjax.train import sharding as shd
 

@@ -11,8 +11,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import run_toy
-import toy
+import train_toy_run as run_toy
+import train_toy as toy
 from flowjax import train
 from flowjax.train import preflight
 

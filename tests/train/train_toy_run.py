@@ -1,6 +1,6 @@
 """Run the toy Trainer in a subprocess (for the kill -9 / SIGTERM tests and the soak test).
 
-    python tests/train/run_toy.py WORKDIR --steps 60 --checkpoint-every 5 [--mesh] [--sleep 0.02]
+    python tests/train/train_toy_run.py WORKDIR --steps 60 --checkpoint-every 5 [--mesh] [--sleep 0.02]
 
 Prints ``BATCH <step>`` (flushed) whenever a batch is requested, so a test can kill the process
 at a known point. The configuration matches ``tests/conftest.py`` (x64, strict rank promotion,
@@ -25,7 +25,7 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-import toy  # noqa: E402
+import train_toy as toy  # noqa: E402
 
 from flowjax import train  # noqa: E402
 
