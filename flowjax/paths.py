@@ -182,8 +182,10 @@ def vp_path(beta_min: float = 0.1, beta_max: float = 20.0) -> AffinePath:
         return 0.5 * beta * alpha(t)
 
     def d_sigma(t):
+        # sigma sigma' = -alpha alpha'; sigma' diverges like (1 - t)^(-1/2) at the data end, where
+        # it only ever multiplies terms that vanish with sigma. Clamp to keep it finite at t = 1.
         a = alpha(t)
-        return -a * d_alpha(t) / sigma(t)
+        return -a * d_alpha(t) / jnp.maximum(sigma(t), jnp.finfo(jnp.result_type(t, float)).tiny ** 0.5)
 
     return AffinePath(name="vp", alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma)
 

@@ -1,4 +1,4 @@
-"""Training: state, pure step, Trainer loop, checkpoints, sharding, preflight checks."""
+"""Training: state, pure step, Trainer loop, fit, checkpoints, sharding, preflight checks."""
 
 from flowjax.train import checkpoint
 from flowjax.train import preflight
@@ -7,6 +7,7 @@ from flowjax.train.checkpoint import CheckpointCorruptError
 from flowjax.train.checkpoint import CheckpointError
 from flowjax.train.checkpoint import CheckpointMismatchError
 from flowjax.train.checkpoint import Checkpointer
+from flowjax.train.fit import fit
 from flowjax.train.preflight import PreflightError
 from flowjax.train.sharding import make_mesh
 from flowjax.train.state import TrainState
@@ -18,7 +19,6 @@ from flowjax.train.state import step_key
 from flowjax.train.trainer import NonFiniteError
 from flowjax.train.trainer import Preempted
 from flowjax.train.trainer import Trainer
-from flowjax.train.trainer import fit
 
 __all__ = [
     "CheckpointCorruptError",

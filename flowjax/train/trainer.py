@@ -22,7 +22,7 @@
    it in ``state.nonfinite_count``); with ``"stop"`` the loop saves the last good state and raises
    :class:`NonFiniteError` naming the step and the leaf.
 
-:func:`fit` wraps this for experiments: build optimizer, state and step, run, return
+:func:`flowjax.train.fit` wraps this for experiments: build optimizer, state and step, run, return
 ``(state, history)``; without ``workdir`` nothing touches the disk.
 """
 
@@ -49,9 +49,6 @@ from flowjax.train.checkpoint import Checkpointer, abstract_state, tree_nbytes
 from flowjax.train.metrics_log import MetricWriter
 from flowjax.train.state import (
     TrainState,
-    create_train_state,
-    make_optimizer,
-    make_train_step,
     nonfinite_leaf_name,
 )
 
@@ -146,7 +143,9 @@ class _SignalFlag:
 
 
 @functools.lru_cache(maxsize=64)
-def _compiled_runner(step_fn: Callable, jit_batch_fn: Callable | None, n: int, scanned: bool, sh_key: Any) -> Callable:
+def _compiled_runner(
+    step_fn: Callable, jit_batch_fn: Callable | None, n: int, scanned: bool, sh_key: Any, donate: bool
+) -> Callable:
     """Jitted ``run(state, batch) -> (state, metrics stacked over steps)``, cached across Trainers.
 
     The cache (keyed on the step function object, the dispatch length and the shardings) means a
@@ -181,9 +180,10 @@ def _compiled_runner(step_fn: Callable, jit_batch_fn: Callable | None, n: int, s
         batch_sh = bs_sh
     if jit_batch_fn is not None:
         batch_sh = None
+    donate_argnums = (0,) if donate else ()
     if st_sh is None:
-        return jax.jit(run)
-    return jax.jit(run, in_shardings=(st_sh, batch_sh), out_shardings=(st_sh, rep))
+        return jax.jit(run, donate_argnums=donate_argnums)
+    return jax.jit(run, in_shardings=(st_sh, batch_sh), out_shardings=(st_sh, rep), donate_argnums=donate_argnums)
 
 
 class Trainer:
@@ -224,6 +224,8 @@ class Trainer:
       async_checkpoint: write checkpoints in a background thread.
       handle_signals: install the SIGTERM / SIGINT handlers during :meth:`run`.
       min_free_bytes: free space required in ``workdir`` (default: ``(keep + 2) x`` state size).
+      donate: donate the state's buffers to the jitted step (not with ``nonfinite_policy="stop"``);
+        the initial state is copied first, so the caller's arrays stay valid.
 
     After :meth:`run`, ``history`` holds the logged records (also in ``workdir/metrics.jsonl``),
     ``start_step`` the step it resumed from and ``restored_step`` the checkpoint used (or ``None``).
@@ -254,6 +256,7 @@ class Trainer:
         async_checkpoint: bool = True,
         handle_signals: bool = True,
         min_free_bytes: int | None = None,
+        donate: bool = True,
     ):
         if not callable(step_fn):
             raise TypeError(f"`step_fn` must be callable, got {type(step_fn).__name__}.")
@@ -308,6 +311,9 @@ class Trainer:
         self.async_checkpoint = async_checkpoint
         self.handle_signals = handle_signals
         self.min_free_bytes = min_free_bytes
+        # Donating the state to the step halves peak memory; "stop" keeps the pre-step state to
+        # save it, so it cannot donate.
+        self._donate = bool(donate) and nonfinite_policy != "stop"
 
         self.history: list[dict] = []
         self.start_step: int | None = None
@@ -335,7 +341,12 @@ class Trainer:
             leaves, treedef = jax.tree.flatten(self._state_sh)
             sh_key = (tuple(leaves), treedef, self._b_sh, self._bs_sh, self._rep_sh)
         return _compiled_runner(
-            self.step_fn, self.batch_fn if self.batch_fn_in_jit else None, n if scanned else 1, scanned, sh_key
+            self.step_fn,
+            self.batch_fn if self.batch_fn_in_jit else None,
+            n if scanned else 1,
+            scanned,
+            sh_key,
+            self._donate,
         )
 
     # ------------------------------------------------------------------------------------------
@@ -431,6 +442,8 @@ class Trainer:
         self._state_sh, self._b_sh, self._bs_sh, self._rep_sh = self._shardings(state)
         if self._state_sh is not None:
             state = jax.device_put(state, self._state_sh)
+        if self._donate:  # never donate the caller's arrays
+            state = jax.tree.map(lambda x: jax.device_put(x, x.sharding, may_alias=False), state)
 
         ckpt = None
         writer = MetricWriter(self.workdir, tensorboard=self.tensorboard)
@@ -532,85 +545,3 @@ class Trainer:
         if "finite" in row:
             return bool(row["finite"])
         return math.isfinite(row.get("loss", 0.0))
-
-
-@functools.lru_cache(maxsize=32)
-def _default_step(loss_fn, learning_rate, clip_norm, ema_decay, nonfinite):
-    optimizer = make_optimizer(learning_rate, clip_norm=clip_norm)
-    return optimizer, make_train_step(loss_fn, optimizer, ema_decay=ema_decay, nonfinite=nonfinite)
-
-
-def fit(
-    loss_fn: Callable[[Any, jax.Array, Any], tuple[jax.Array, dict]],
-    params: Any,
-    *,
-    batch_fn: Callable[[int], Any] | Iterator[Any],
-    steps: int,
-    key: jax.Array,
-    optimizer: optax.GradientTransformation | None = None,
-    learning_rate: float | optax.Schedule = 1e-3,
-    clip_norm: float | None = 1.0,
-    ema_decay: float | None = 0.999,
-    nonfinite: str = "skip",
-    nonfinite_policy: str = "skip",
-    workdir: str | Path | None = None,
-    checkpoint_every: int | None = None,
-    keep: int = 3,
-    mesh: jax.sharding.Mesh | None = None,
-    progress: bool = False,
-    log_every: int | None = None,
-    steps_per_dispatch: int | None = None,
-    batch_fn_in_jit: bool = False,
-    eval_fn: Callable[[TrainState], dict] | None = None,
-    eval_every: int | None = None,
-    **trainer_kwargs: Any,
-) -> tuple[TrainState, list[dict]]:
-    """Train ``loss_fn`` from ``params`` for ``steps`` steps; returns ``(state, history)``.
-
-    ``loss_fn(params, key, batch) -> (loss, aux)``; ``batch_fn(step) -> batch``. The optimizer
-    defaults to :func:`~flowjax.train.make_optimizer` (Adam, global-norm clipping at
-    ``clip_norm``). Without ``workdir`` training is in memory only; with it, the run checkpoints
-    every ``checkpoint_every`` steps (default ``steps // 10``) and resumes automatically.
-
-    ``log_every`` defaults to ``max(1, steps // 200)``; each history record holds the mean of each
-    metric over its interval. ``steps_per_dispatch`` (default: the largest divisor of
-    ``log_every`` up to 16) scans that many steps per jitted call, which is several times faster
-    for small models on CPU and gives the same results to float tolerance.
-    """
-    if not callable(loss_fn):
-        raise TypeError(f"`loss_fn` must be callable, got {type(loss_fn).__name__}.")
-    _check_pos_int("steps", steps)
-    if log_every is None:
-        log_every = max(1, steps // 200)
-    if steps_per_dispatch is None:
-        steps_per_dispatch = max(d for d in range(1, min(16, log_every) + 1) if log_every % d == 0)
-    if checkpoint_every is None:
-        checkpoint_every = max(1, steps // 10)
-    if optimizer is None:
-        try:  # same loss and settings -> same step function object -> no recompilation
-            optimizer, step_fn = _default_step(loss_fn, learning_rate, clip_norm, ema_decay, nonfinite)
-        except TypeError:  # unhashable argument (e.g. a partial with array leaves)
-            optimizer, step_fn = _default_step.__wrapped__(loss_fn, learning_rate, clip_norm, ema_decay, nonfinite)
-    else:
-        step_fn = make_train_step(loss_fn, optimizer, ema_decay=ema_decay, nonfinite=nonfinite)
-    state = create_train_state(params, optimizer, key)
-    trainer = Trainer(
-        step_fn,
-        state,
-        batch_fn,
-        workdir=workdir,
-        total_steps=steps,
-        checkpoint_every=checkpoint_every,
-        keep=keep,
-        log_every=log_every,
-        eval_fn=eval_fn,
-        eval_every=eval_every,
-        mesh=mesh,
-        nonfinite_policy=nonfinite_policy,
-        progress=progress,
-        steps_per_dispatch=steps_per_dispatch,
-        batch_fn_in_jit=batch_fn_in_jit,
-        **trainer_kwargs,
-    )
-    state = trainer.run()
-    return state, trainer.history

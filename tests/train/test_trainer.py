@@ -224,8 +224,16 @@ def test_batch_fn_in_jit_matches_host_batches():
     host_batch = jax.jit(jax_batch)
     kw = dict(steps=8, key=jax.random.key(1), log_every=4)
     s_in, h_in = train.fit(toy.loss_fn, params, batch_fn=jax_batch, batch_fn_in_jit=True, **kw)
-    s_host, h_host = train.fit(toy.loss_fn, params, batch_fn=lambda s: host_batch(s), **kw)
+    s_host, h_host = train.fit(toy.loss_fn, params, batch_fn=lambda s: host_batch(s), batch_fn_in_jit=False, **kw)
     _equal_trees(s_in, s_host, exact=False)
+    # "auto" (fit's default) traces JAX batch functions and keeps host (numpy) ones on the host
+    from flowjax.train.fit import is_traceable_batch_fn
+
+    assert is_traceable_batch_fn(jax_batch)
+    assert not is_traceable_batch_fn(toy.make_batch_fn())
+    assert not is_traceable_batch_fn(toy.CountingIterator())
+    # the caller's parameters survive buffer donation inside the loop
+    assert all(np.isfinite(np.asarray(x)).all() for x in jax.tree.leaves(params))
 
 
 def test_eval_keep_best_and_tensorboard(tmp_path):
