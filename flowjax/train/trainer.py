@@ -222,7 +222,8 @@ class Trainer:
       state_sharding_kwargs: extra keyword arguments for
         :func:`~flowjax.train.sharding.state_sharding` (``logical_axes``, ``rules``, ``min_size``).
       async_checkpoint: write checkpoints in a background thread.
-      handle_signals: install the SIGTERM / SIGINT handlers during :meth:`run`.
+      handle_signals: install the SIGTERM / SIGINT handlers during :meth:`run` (only with a
+        ``workdir``: without one there is nothing to save).
       min_free_bytes: free space required in ``workdir`` (default: ``(keep + 2) x`` state size).
       donate: donate the state's buffers to the jitted step (not with ``nonfinite_policy="stop"``);
         the initial state is copied first, so the caller's arrays stay valid.
@@ -270,6 +271,11 @@ class Trainer:
             )
         if batch_fn_in_jit and self.iterator_source:
             raise ValueError("`batch_fn_in_jit=True` needs a function batch_fn(step), not an iterator.")
+        if self.iterator_source and jax.process_count() > 1:
+            raise ValueError(
+                "an iterator `batch_fn` is supported on one process only (its state is saved by process 0); "
+                "on several hosts pass a function batch_fn(step) (e.g. flowjax.data.make_batch_fn)."
+            )
         _check_pos_int("total_steps", total_steps)
         _check_pos_int("checkpoint_every", checkpoint_every)
         _check_pos_int("keep", keep)
@@ -488,7 +494,8 @@ class Trainer:
         step = start
         last_saved = self.restored_step
         try:
-            with mesh_ctx, _SignalFlag(self.handle_signals) as flag:
+            # Without a workdir there is nothing to save: signals keep their default behaviour.
+            with mesh_ctx, _SignalFlag(self.handle_signals and ckpt is not None) as flag:
                 while step < self.total_steps:
                     n = min(self.steps_per_dispatch, self._boundary(step) - step)
                     batch = self._fetch(step, n)
