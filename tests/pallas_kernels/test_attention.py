@@ -9,6 +9,7 @@ so that the interpreter's compile cost is paid once per case.
 from __future__ import annotations
 
 import functools
+import os
 
 import jax
 import jax.numpy as jnp
@@ -24,7 +25,12 @@ from pallas_kernels.attention import (
 
 _ACCEL = jax.default_backend() in ("gpu", "tpu")
 _NO_ACCEL = "compiled Pallas kernels need a GPU/TPU backend; run benchmarks/gpu_check.sh on a GPU"
-IMPLS = ["interpret", pytest.param("pallas", marks=pytest.mark.skipif(not _ACCEL, reason=_NO_ACCEL))]
+_ALL_IMPLS = {
+    "interpret": "interpret",
+    "pallas": pytest.param("pallas", marks=pytest.mark.skipif(not _ACCEL, reason=_NO_ACCEL)),
+}
+# benchmarks/gpu_check.sh sets ATTN_TEST_IMPLS=pallas to run only the compiled variants.
+IMPLS = [_ALL_IMPLS[x] for x in os.environ.get("ATTN_TEST_IMPLS", "interpret,pallas").split(",") if x]
 TOL = dict(atol=3e-5, rtol=3e-5)
 # The interpreter's programs are large; XLA's backend optimisations only cost compile time here.
 _FAST_COMPILE = {"xla_backend_optimization_level": 0}
