@@ -30,7 +30,8 @@ import numpy as np
 from jaxtyping import Array, ArrayLike
 
 from flowjax import _checks
-from flowjax.paths import AffinePath, broadcast_time, linear_path
+from flowjax.parameterizations import convert, to_data_noise
+from flowjax.paths import AffinePath, broadcast_time
 
 ModelFn = Callable[..., Array]
 
@@ -60,7 +61,7 @@ def edm_sigma(path: AffinePath, t: ArrayLike) -> Array:
 
 
 def time_from_edm_sigma(sigma: ArrayLike, path: AffinePath | None = None) -> Array:
-    """Project time with ``sigma_t / alpha_t = sigma``; on the linear path ``t = 1 / (1 + sigma)``."""
+    """Project time with ``sigma_t / alpha_t = sigma`` (default: linear path, ``t = 1 / (1 + sigma)``)."""
     sigma = jnp.asarray(sigma, dtype=float) if not hasattr(sigma, "dtype") else jnp.asarray(sigma)
     if path is None or path.name == "linear":
         return 1.0 / (1.0 + sigma)
@@ -149,7 +150,7 @@ def edm_grid(
 
 def shift_time(t: ArrayLike, shift: float) -> Array:
     """SD3 / Flux time shift in project time: with ``sigma = 1 - t``,
-    ``sigma' = shift sigma / (1 + (shift - 1) sigma)`` (2403.03206, section 5.3.2), ``t' = 1 - sigma'``.
+    ``sigma' = shift sigma / (1 + (shift - 1) sigma)`` (2403.03206, resolution-dependent shifting), ``t' = 1 - sigma'``.
 
     ``shift > 1`` spends more of the grid near noise. ``shift = 1`` is the identity.
     """
@@ -211,16 +212,15 @@ def reschedule(
     Example: sample a VP-trained epsilon net on the linear path with Euler,
     ``v = reschedule(eps_net, trained_path=vp_path(), target_path=linear_path(), prediction="noise")``.
     """
-    from flowjax.parameterizations import convert, to_data_noise  # noqa: PLC0415 (cycle-free, lazy)
 
     def new_fn(x: Array, t: Array, **kwargs) -> Array:
         t = jnp.asarray(t, x.dtype)
-        t_src, scale_src_to_dst = snr_equivalent(target_path, trained_path, t)
-        # here snr_equivalent(target -> trained) returns x_trained = scale * x_target.
-        x_src = broadcast_time(scale_src_to_dst, x) * x
-        t_call = t_src if t.ndim else jnp.full((x.shape[0],), t_src, x.dtype)
-        pred = fn(x_src, t_call, **kwargs)
-        x1, x0 = to_data_noise(pred, x_src, t_call, path=trained_path, prediction=prediction)
+        # the SNR-equivalent point of the trained path: x_trained = scale * x_target at t_trained.
+        t_trained, scale = snr_equivalent(target_path, trained_path, t)
+        x_trained = broadcast_time(scale, x) * x
+        t_call = t_trained if t.ndim else jnp.full((x.shape[0],), t_trained, x.dtype)
+        pred = fn(x_trained, t_call, **kwargs)
+        x1, x0 = to_data_noise(pred, x_trained, t_call, path=trained_path, prediction=prediction)
         return convert((x1, x0), x, t, path=target_path, src="data_noise", dst=output)
 
     return new_fn

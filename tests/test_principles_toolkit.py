@@ -52,17 +52,29 @@ def test_conversions_round_trip_and_agree_with_oracle(name):
     path = PATHS[name]
     flow = _flow(path)
     x, t = _points()
-    x1, x0 = flow.posterior_means(x, t)
-    truth = {"velocity": flow.velocity(x, t), "data": x1, "noise": x0, "score": flow.score(x, t)}
+
+    @jax.jit
+    def everything(x, t):
+        x1, x0 = flow.posterior_means(x, t)
+        truth = {"velocity": flow.velocity(x, t), "data": x1, "noise": x0, "score": flow.score(x, t)}
+        out = {"recon": path.alpha(t)[:, None] * x1 + path.sigma(t)[:, None] * x0}
+        for src in P.PREDICTIONS:
+            pred = truth[src] if src in truth else P.from_data_noise(x1, x0, x, t, path=path, prediction=src)
+            out[src] = pred
+            for dst in truth:
+                got = P.convert(pred, x, t, path=path, src=src, dst=dst)
+                out[f"{src}->{dst}"] = got
+                out[f"{src}->{dst}->back"] = P.convert(got, x, t, path=path, src=dst, dst=src)
+        return truth, out
+
+    truth, out = everything(x, t)
     # x = alpha x1_hat + sigma x0_hat (the posterior means are consistent)
-    np.testing.assert_allclose(path.alpha(t)[:, None] * x1 + path.sigma(t)[:, None] * x0, x, atol=1e-10)
+    np.testing.assert_allclose(out["recon"], x, atol=1e-10)
     for src in P.PREDICTIONS:
-        pred = truth[src] if src in truth else P.from_data_noise(x1, x0, x, t, path=path, prediction=src)
         for dst, want in truth.items():
-            got = P.convert(pred, x, t, path=path, src=src, dst=dst)
-            np.testing.assert_allclose(got, want, rtol=1e-7, atol=1e-8, err_msg=f"{name}: {src}->{dst}")
-            back = P.convert(got, x, t, path=path, src=dst, dst=src)
-            np.testing.assert_allclose(back, pred, rtol=1e-7, atol=1e-8, err_msg=f"{name}: round trip {src}->{dst}")
+            np.testing.assert_allclose(out[f"{src}->{dst}"], want, rtol=1e-7, atol=1e-8, err_msg=f"{name}: {src}->{dst}")
+            np.testing.assert_allclose(out[f"{src}->{dst}->back"], out[src], rtol=1e-7, atol=1e-8,
+                                       err_msg=f"{name}: round trip {src}->{dst}")
 
 
 @pytest.mark.parametrize("name", list(PATHS))
@@ -243,7 +255,7 @@ def test_denoising_loss_weightings_are_epsilon_mse_with_time_weights():
     eps_err = jnp.mean((P.to_x0(net(xt, t), xt, t, path=path, prediction="velocity") - x0) ** 2, -1)
     for w, expect in (("noise", jnp.ones_like(t)), ("velocity", 1 / t**2), ("data", ((1 - t) / t) ** 2),
                       ("score", 1 / (1 - t) ** 2), ("elbo", 1 / (t * (1 - t)))):
-        loss, aux = denoising_loss(net, key, x1, path=path, prediction="velocity", weighting=w)
+        loss, aux = jax.jit(lambda k, x: denoising_loss(net, k, x, path=path, prediction="velocity", weighting=w))(key, x1)
         np.testing.assert_allclose(loss, jnp.mean(expect * eps_err), rtol=1e-9, err_msg=w)
         np.testing.assert_allclose(epsilon_weight(w, t, path=path), expect, rtol=1e-12)
     np.testing.assert_allclose(aux["eps_mse"], jnp.mean(eps_err), rtol=1e-9)

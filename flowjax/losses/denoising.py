@@ -70,7 +70,7 @@ def cosmap_density(t: Array) -> Array:
 
 
 def sd3_weighting(path: AffinePath | None = None, *, density: str = "logit_normal", mean: float = 0.0, std: float = 1.0):
-    """SD3-style weighting ``w(t) = sigma^2 lambda'^2 pi(t)`` for uniformly drawn ``t`` (2403.03206, eq. 11-18).
+    """SD3-style weighting ``w(t) = sigma^2 lambda'^2 pi(t)`` for uniformly drawn ``t`` (2403.03206, section 3.1).
 
     ``density``: ``"logit_normal"`` (``mean``, ``std``; SD3's best: ``m = 0, s = 1``) or ``"cosmap"``.
     """
