@@ -1,8 +1,9 @@
 """principles: the solver zoo and the SDE family of "The Principles of Diffusion Models" on an exact flow.
 
 Command:   python -m experiments.run principles --preset cpu
-Hardware:  any CPU; no training (the model is the analytic Gaussian-mixture oracle).
-           smoke ~20 s of compute, cpu ~3-5 min on 2 free cores; gpu/tpu only enlarge the sample counts.
+Hardware:  any CPU; no training (the model is the analytic Gaussian-mixture oracle). Measured: cpu preset
+           1696 s wall on a 2-core machine shared with ~25 other busy processes (load average ~28), so a few
+           minutes on free cores; smoke is a small fraction of that. gpu/tpu only enlarge the sample counts.
 Claim:     (spec principles.md section 5) 1. Empirical global orders on the exact flow of an 8-mode ring
            (radius 2, std 0.1), linear path, from exact samples at t = 0.05 to t = 0.95, N in {8,16,32,64}:
            log-log slopes of Euler / Heun / DPM-Solver++(2M) (lambda-uniform grid) within 0.3 of -1 / -2 / -2,

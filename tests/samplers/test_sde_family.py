@@ -32,8 +32,11 @@ DIFFUSIONS = {
 }
 
 
-@pytest.mark.parametrize("method", ["exp_em", "em"])
-@pytest.mark.parametrize("name", list(DIFFUSIONS))
+CASES = [(name, "exp_em") for name in DIFFUSIONS] + [("reverse", "em"), ("dance_grpo", "em")] + [
+    pytest.param(name, "em", marks=pytest.mark.slow) for name in ("ode", "quarter_g2", "flow_grpo")]
+
+
+@pytest.mark.parametrize("name,method", CASES)
 def test_sde_family_keeps_the_ode_marginals(name, method):
     """Start from exact samples of p_{0.05}; at several t the moments match p_t within 4 standard
     errors (plus a small allowance for the O(h) weak error of the scheme)."""

@@ -84,8 +84,8 @@ def vp_problem():
 
 
 @pytest.mark.parametrize("solver,kwargs,order,prediction", [
-    ("heun", {}, 2, "noise"), ("dpmpp_2m", {}, 2, "noise"), ("dpm_solver3", {}, 3, "data"),
-    ("unipc", {"order": 2}, 3, "score"),
+    pytest.param("heun", {}, 2, "noise", marks=pytest.mark.slow), ("dpmpp_2m", {}, 2, "noise"),
+    pytest.param("dpm_solver3", {}, 3, "data", marks=pytest.mark.slow), ("unipc", {"order": 2}, 3, "score"),
 ])
 def test_measured_order_on_vp_with_other_predictions(vp_problem, solver, kwargs, order, prediction):
     """The same solvers driven by noise / data / score predictions on the VP path."""
