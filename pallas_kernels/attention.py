@@ -31,6 +31,19 @@ gradient of a loss through the primal of a ``jax.jvp`` runs all of them. Second 
 *through the tangent* (a gradient that flows into a JVP output that is not stop-gradiented, or a
 Hessian) are correct but use the unfused jnp reference for that term (seq x seq memory).
 
+Why two kernels for ``jax.jvp`` (flash forward, then the tangent pass) rather than one kernel that
+carries the tangent through the online softmax: reverse mode needs the primal to be computable
+without the tangent inputs (JAX linearises by splitting known primal work from unknown tangent
+work), so a fused (O, dO) kernel could not serve ``jax.grad`` or a MeanFlow gradient. The cost is
+one extra ``Q K^T`` per tile and a second read of Q, K, V (7 vs 6 tile matmuls).
+
+Backends: ``"pallas"`` on GPU lowers through Triton (``pallas.triton.CompilerParams`` is passed
+explicitly, since JAX >= 0.7 defaults GPU Pallas to Mosaic GPU); the Pallas -> Triton lowering of
+all four kernels is checked on CPU by cross-lowering for CUDA (tests), but PTX compilation and
+speed need a GPU (``benchmarks/gpu_check.sh``). On TPU (Mosaic) the arrays are transposed to
+``[batch, heads, seq, head_dim]``; the block shapes pass Pallas' TPU checks, but the kernels have
+not been compiled on a TPU, and they keep one head's full K/V in VMEM (moderate lengths only).
+
 Conventions: layout ``[batch, seq, heads, head_dim]``; GQA/MQA when the KV heads divide the
 query heads; causal masking is top-left aligned like ``jax.nn.dot_product_attention`` (query ``i``
 sees keys ``j <= i + q_offset``); a query row with no allowed key returns 0 (and gradient 0).
@@ -41,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -143,7 +156,7 @@ class _Cfg(NamedTuple):
     causal: bool
     kv_len: int  # number of real (unpadded) KV entries; entries >= kv_len are invalid
     has_mask: bool
-    has_qpos: bool  # explicit query positions (q_offset or KV routing); else arange
+    has_qpos: bool  # explicit query positions (q_offset, q_positions or KV routing); else arange
     has_kvpos: bool  # explicit KV positions (KV routing; -1 = padding); else arange
     groups: int  # query heads per KV head
     blocks: BlockSizes
@@ -560,7 +573,6 @@ def _flash_bwd(cfg: _Cfg, q, k, v, aux, o, lse, do, dlse):
     g = cfg.groups
     do = do.astype(q.dtype)
     # Delta_i = rowsum(dO o O) - g_lse_i (the lse cotangent enters like a shift of Delta).
-    seq_axis, head_axis = (2, 1) if cfg.layout == "bhnd" else (1, 2)
     delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1)
     if cfg.layout != "bhnd":
         delta = jnp.swapaxes(delta, 1, 2)  # [B, H, N]
@@ -603,7 +615,6 @@ def _flash_bwd(cfg: _Cfg, q, k, v, aux, o, lse, do, dlse):
             dk = dk.reshape(bsz, m, hkv, g, d).sum(axis=3)
             dv = dv.reshape(bsz, m, hkv, g, d).sum(axis=3)
         dk, dv = dk.astype(k.dtype), dv.astype(v.dtype)
-    del seq_axis, head_axis
     return dq, dk, dv
 
 
