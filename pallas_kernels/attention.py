@@ -946,7 +946,10 @@ def attention(
 
     Differentiation: ``jax.grad`` runs the flash backward kernels, ``jax.jvp`` the forward and
     tangent kernels, and both compose (gradient through the primal of a JVP). Memory is linear in
-    the sequence lengths on the Pallas path (except a user-supplied dense ``mask``).
+    the sequence lengths on the Pallas path, except for a user-supplied dense ``mask`` and for
+    second-order terms through the tangent (a gradient into a JVP output that is not under
+    ``stop_gradient``), which use the unfused reference. A MeanFlow loss (JVP target under
+    ``stop_gradient``) compiles to a program without any seq x seq array (tested).
     """
     _validate(q, k, v, mask, kv_index, scale, implementation, block_sizes, causal)
     impl = implementation or default_implementation()

@@ -181,9 +181,12 @@ def test_meanflow_style_loss_matches_xla(impl, stop_gradient):
     t = jnp.array([0.7, 0.3])
     s = jnp.array([0.2, 0.1])
     with jax.default_matmul_precision("float32"):
-        lk, gk = _jit(jax.value_and_grad(functools.partial(_meanflow_loss, impl=impl, stop_gradient=stop_gradient)))(
-            params, x1, x0, s, t
+        compiled = (
+            _jit(jax.value_and_grad(functools.partial(_meanflow_loss, impl=impl, stop_gradient=stop_gradient)))
+            .lower(params, x1, x0, s, t)
+            .compile()
         )
+        lk, gk = compiled(params, x1, x0, s, t)
         lx, gx = _jit(jax.value_and_grad(functools.partial(_meanflow_loss, impl="xla", stop_gradient=stop_gradient)))(
             params, x1, x0, s, t
         )
@@ -192,6 +195,14 @@ def test_meanflow_style_loss_matches_xla(impl, stop_gradient):
         np.testing.assert_allclose(gk[name], gx[name], atol=1e-5, rtol=1e-4, err_msg=name)
     # the gradient is not trivially zero
     assert float(jnp.abs(gk["wq"]).max()) > 1e-4
+    # Memory: with the JVP target under stop-gradient (MeanFlow) the compiled program holds no
+    # seq x seq array (attention logits would be f32[2,2,32,32]: batch, heads, padded seq^2).
+    # Without the stop-gradient the second-order term goes through the unfused reference.
+    n_quadratic = compiled.as_text().count("[2,2,32,32]")
+    if stop_gradient:
+        assert n_quadratic == 0
+    else:
+        assert n_quadratic > 0
 
 
 @pytest.mark.parametrize("impl", IMPLS)
