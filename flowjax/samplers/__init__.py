@@ -11,9 +11,15 @@ from flowjax.samplers.ode import ode
 from flowjax.samplers.ode import sample_with_log_likelihood
 from flowjax.samplers.ode import sde
 from flowjax.samplers.ode import standard_normal_log_prob
+from flowjax.samplers import sde_family
+from flowjax.samplers import solvers
+from flowjax.samplers.sde_family import pf_ode_log_likelihood
+from flowjax.samplers.sde_family import sample_sde
+from flowjax.samplers.solvers import PredictionModel
 
 __all__ = [
     "NFE_PER_STEP",
+    "PredictionModel",
     "RK4",
     "SOLVER_NAMES",
     "divergence_exact",
@@ -21,7 +27,11 @@ __all__ = [
     "get_solver",
     "log_likelihood",
     "ode",
+    "pf_ode_log_likelihood",
     "sample_with_log_likelihood",
+    "sample_sde",
     "sde",
+    "sde_family",
+    "solvers",
     "standard_normal_log_prob",
 ]
