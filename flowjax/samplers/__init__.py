@@ -1,5 +1,16 @@
 """Samplers: ODE/SDE solvers (diffrax), likelihoods, few-step flow-map samplers, guidance."""
 
+from flowjax.samplers.guidance import anderson
+from flowjax.samplers.guidance import cfg_nfe
+from flowjax.samplers.guidance import cfg_sample
+from flowjax.samplers.guidance import cfg_velocity
+from flowjax.samplers.guidance import conditional_pair
+from flowjax.samplers.guidance import constant_scale
+from flowjax.samplers.guidance import interval_scale
+from flowjax.samplers.guidance import linear_scale
+from flowjax.samplers.guidance import manifold_project
+from flowjax.samplers.guidance import picard
+from flowjax.samplers.guidance import projection_operator
 from flowjax.samplers.ode import NFE_PER_STEP
 from flowjax.samplers.ode import RK4
 from flowjax.samplers.ode import SOLVER_NAMES
@@ -13,6 +24,17 @@ from flowjax.samplers.ode import sde
 from flowjax.samplers.ode import standard_normal_log_prob
 
 __all__ = [
+    "anderson",
+    "cfg_nfe",
+    "cfg_sample",
+    "cfg_velocity",
+    "conditional_pair",
+    "constant_scale",
+    "interval_scale",
+    "linear_scale",
+    "manifold_project",
+    "picard",
+    "projection_operator",
     "NFE_PER_STEP",
     "RK4",
     "SOLVER_NAMES",
