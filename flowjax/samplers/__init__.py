@@ -11,6 +11,12 @@ from flowjax.samplers.guidance import linear_scale
 from flowjax.samplers.guidance import manifold_project
 from flowjax.samplers.guidance import picard
 from flowjax.samplers.guidance import projection_operator
+from flowjax.samplers.inverse import calibrate_weights
+from flowjax.samplers.inverse import crw_schedule
+from flowjax.samplers.inverse import data_consistency
+from flowjax.samplers.inverse import flair
+from flowjax.samplers.inverse import flair_time_grid
+from flowjax.samplers.inverse import projected_euler
 from flowjax.samplers.ode import NFE_PER_STEP
 from flowjax.samplers.ode import RK4
 from flowjax.samplers.ode import SOLVER_NAMES
@@ -24,6 +30,12 @@ from flowjax.samplers.ode import sde
 from flowjax.samplers.ode import standard_normal_log_prob
 
 __all__ = [
+    "calibrate_weights",
+    "crw_schedule",
+    "data_consistency",
+    "flair",
+    "flair_time_grid",
+    "projected_euler",
     "anderson",
     "cfg_nfe",
     "cfg_sample",
