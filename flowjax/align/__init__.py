@@ -1,0 +1,37 @@
+"""Reward alignment of flow models: Flow-GRPO, Euphonium, LeapAlign, KVPO (pure functions)."""
+
+from flowjax.align import euphonium
+from flowjax.align import grpo
+from flowjax.align.euphonium import distillation_loss
+from flowjax.align.euphonium import kl_mode_lambda
+from flowjax.align.euphonium import process_advantages
+from flowjax.align.euphonium import reward_guidance
+from flowjax.align.grpo import clipped_surrogate
+from flowjax.align.grpo import constant_diffusion
+from flowjax.align.grpo import flow_grpo_diffusion
+from flowjax.align.grpo import flow_grpo_loss
+from flowjax.align.grpo import gaussian_log_prob
+from flowjax.align.grpo import group_advantages
+from flowjax.align.grpo import kl_step
+from flowjax.align.grpo import sde_rollout
+from flowjax.align.grpo import sde_step_mean
+from flowjax.align.grpo import step_log_prob
+
+__all__ = [
+    "clipped_surrogate",
+    "constant_diffusion",
+    "distillation_loss",
+    "euphonium",
+    "flow_grpo_diffusion",
+    "flow_grpo_loss",
+    "gaussian_log_prob",
+    "group_advantages",
+    "grpo",
+    "kl_mode_lambda",
+    "kl_step",
+    "process_advantages",
+    "reward_guidance",
+    "sde_rollout",
+    "sde_step_mean",
+    "step_log_prob",
+]
