@@ -2,6 +2,7 @@
 
 from flowjax.align import euphonium
 from flowjax.align import grpo
+from flowjax.align import leapalign
 from flowjax.align.euphonium import distillation_loss
 from flowjax.align.euphonium import kl_mode_lambda
 from flowjax.align.euphonium import process_advantages
@@ -16,6 +17,11 @@ from flowjax.align.grpo import kl_step
 from flowjax.align.grpo import sde_rollout
 from flowjax.align.grpo import sde_step_mean
 from flowjax.align.grpo import step_log_prob
+from flowjax.align.leapalign import euler_rollout
+from flowjax.align.leapalign import leapalign_loss
+from flowjax.align.leapalign import sample_leap_indices
+from flowjax.align.leapalign import similarity_weights
+from flowjax.align.leapalign import two_leap
 
 __all__ = [
     "clipped_surrogate",
@@ -28,6 +34,12 @@ __all__ = [
     "group_advantages",
     "grpo",
     "kl_mode_lambda",
+    "leapalign",
+    "euler_rollout",
+    "leapalign_loss",
+    "sample_leap_indices",
+    "similarity_weights",
+    "two_leap",
     "kl_step",
     "process_advantages",
     "reward_guidance",
