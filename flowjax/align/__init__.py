@@ -2,6 +2,7 @@
 
 from flowjax.align import euphonium
 from flowjax.align import grpo
+from flowjax.align import kvpo
 from flowjax.align import leapalign
 from flowjax.align.euphonium import distillation_loss
 from flowjax.align.euphonium import kl_mode_lambda
@@ -17,6 +18,15 @@ from flowjax.align.grpo import kl_step
 from flowjax.align.grpo import sde_rollout
 from flowjax.align.grpo import sde_step_mean
 from flowjax.align.grpo import step_log_prob
+from flowjax.align.kvpo import anchor_advantages
+from flowjax.align.kvpo import branch_log_probs
+from flowjax.align.kvpo import dispersed_routing_plan
+from flowjax.align.kvpo import fuse_advantages
+from flowjax.align.kvpo import kvpo_loss
+from flowjax.align.kvpo import protect_scale
+from flowjax.align.kvpo import routed_context
+from flowjax.align.kvpo import trajectory_velocity_energy
+from flowjax.align.kvpo import tve_weights
 from flowjax.align.leapalign import euler_rollout
 from flowjax.align.leapalign import leapalign_loss
 from flowjax.align.leapalign import sample_leap_indices
@@ -34,6 +44,16 @@ __all__ = [
     "group_advantages",
     "grpo",
     "kl_mode_lambda",
+    "kvpo",
+    "anchor_advantages",
+    "branch_log_probs",
+    "dispersed_routing_plan",
+    "fuse_advantages",
+    "kvpo_loss",
+    "protect_scale",
+    "routed_context",
+    "trajectory_velocity_energy",
+    "tve_weights",
     "leapalign",
     "euler_rollout",
     "leapalign_loss",
