@@ -11,6 +11,9 @@ Pass:      on-manifold(KVPO branches) >= 0.95 x on-manifold(pretrained); final r
 Model:     the project's causal transformer with a kv_index input had not landed on main when this was written;
            the generator here is a small causal conditional MLP over a routed context (sink + 3 history blocks,
            gathered by a KV index), which is what the spec's toy allows ("velocity MLP/1-layer attention").
+Status:    first measurement (cpu preset, 3 seeds) FAILED: routed branches are off-manifold (0.15 vs 0.74 for the
+           pretrained model) and both RL runs diverge (rewards << 0) at lr 3e-4 and 1e-4. Not debugged yet; the next
+           step is to switch the generator to flowjax.nets.CausalTransformer (kv_index) and check the updates.
 """
 
 import ml_collections
