@@ -1,7 +1,13 @@
 """Losses: one pure function per method, ``loss(model_fn, key, x1, *, ...) -> (loss, aux)``."""
 
 from flowjax.losses.cfm import cfm
+from flowjax.losses.meanflow import meanflow
+from flowjax.losses.meanflow import meanflow_time_pairs
+from flowjax.losses.splitmeanflow import splitmeanflow
 
 __all__ = [
     "cfm",
+    "meanflow",
+    "meanflow_time_pairs",
+    "splitmeanflow",
 ]

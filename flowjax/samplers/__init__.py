@@ -1,5 +1,7 @@
 """Samplers: ODE/SDE solvers (diffrax), likelihoods, few-step flow-map samplers, guidance."""
 
+from flowjax.samplers.flowmap import flowmap
+from flowjax.samplers.flowmap import uniform_grid
 from flowjax.samplers.ode import NFE_PER_STEP
 from flowjax.samplers.ode import RK4
 from flowjax.samplers.ode import SOLVER_NAMES
@@ -17,6 +19,7 @@ __all__ = [
     "RK4",
     "SOLVER_NAMES",
     "divergence_exact",
+    "flowmap",
     "divergence_hutchinson",
     "get_solver",
     "log_likelihood",
@@ -24,4 +27,5 @@ __all__ = [
     "sample_with_log_likelihood",
     "sde",
     "standard_normal_log_prob",
+    "uniform_grid",
 ]
