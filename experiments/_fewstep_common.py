@@ -93,18 +93,35 @@ def seconds_per_step(net, loss, params, batch: jax.Array, *, reps: int = 20, **l
     return (time.perf_counter() - start) / reps
 
 
-def train(net, loss, *, dataset: str, cfg, seed: int, **loss_kwargs: Any):
-    """Train ``net`` on toy 2D data with the shared loop; returns (EMA params, history, seconds)."""
+def train(net, loss, *, dataset: str | Callable, cfg, seed: int, lr_schedule: str = "constant",
+          params: Any = None, steps: int | None = None, **loss_kwargs: Any):
+    """Train ``net`` on toy data with the shared loop; returns (EMA params, history, seconds).
+
+    ``dataset`` is a toy-2D name or a sampler ``(key, n) -> batch``; ``lr_schedule`` is
+    ``"constant"`` or ``"cosine"`` (cosine decay to 0.1 x the learning rate); ``params`` continues
+    from given parameters (fine-tuning).
+    """
     from functools import partial
+
+    import optax
 
     from flowjax.data import make_sampler_batch_fn
 
-    batch_fn = make_sampler_batch_fn(partial(sample_toy2d, dataset), cfg.batch_size, seed=seed)
-    params = init_params(net, jax.random.key(seed), jnp.zeros((2, 2), jnp.float32))
+    steps = cfg.steps if steps is None else steps
+    sample_fn = partial(sample_toy2d, dataset) if isinstance(dataset, str) else dataset
+    batch_fn = make_sampler_batch_fn(sample_fn, cfg.batch_size, seed=seed)
+    if params is None:
+        example = sample_fn(jax.random.key(0), 2)
+        x_ex = example["x"] if isinstance(example, dict) else example
+        c_ex = example.get("c") if isinstance(example, dict) else None
+        params = init_params(net, jax.random.key(seed), x_ex, c=c_ex)
+    lr = cfg.learning_rate
+    if lr_schedule == "cosine":
+        lr = optax.cosine_decay_schedule(cfg.learning_rate, max(steps, 1), alpha=0.1)
     start = time.perf_counter()
     params, hist = experiment.train_net(
-        net, loss, params, batch_fn=batch_fn, steps=cfg.steps, seed=seed, learning_rate=cfg.learning_rate,
-        ema_decay=cfg.ema_decay, log_every=max(1, cfg.steps // 20), **loss_kwargs,
+        net, loss, params, batch_fn=batch_fn, steps=steps, seed=seed, learning_rate=lr,
+        ema_decay=cfg.ema_decay, log_every=max(1, steps // 20), **loss_kwargs,
     )
     return params, hist, time.perf_counter() - start
 
