@@ -1,6 +1,7 @@
 """Samplers: ODE/SDE solvers (diffrax), likelihoods, few-step flow-map samplers, guidance."""
 
 from flowjax.samplers.flowmap import flowmap
+from flowjax.samplers.flowmap import flowmap_mlp
 from flowjax.samplers.flowmap import uniform_grid
 from flowjax.samplers.ode import NFE_PER_STEP
 from flowjax.samplers.ode import RK4
@@ -20,6 +21,7 @@ __all__ = [
     "SOLVER_NAMES",
     "divergence_exact",
     "flowmap",
+    "flowmap_mlp",
     "divergence_hutchinson",
     "get_solver",
     "log_likelihood",

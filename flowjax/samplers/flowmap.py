@@ -116,4 +116,29 @@ def uniform_grid(steps: int, *, reverse: bool = False) -> Array:
     return grid[::-1] if reverse else grid
 
 
-__all__ = ["flowmap", "uniform_grid", "validate_times"]
+
+
+
+def flowmap_mlp(
+    net: Any,
+    params: Any,
+    x0: Array,
+    times: ArrayLike = (0.0, 1.0),
+    *,
+    c: Array | None = None,
+    implementation: str | None = None,
+) -> Array:
+    """:func:`flowmap` for a :class:`flowjax.nets.MLP` average velocity through the fused rollout
+    kernel (``pallas_kernels.rollout``): K steps in one kernel with the weights on chip.
+
+    ``implementation``: ``None`` (Pallas on GPU/TPU, unfused XLA scan on CPU), ``"pallas"``,
+    ``"interpret"`` or ``"xla"``. Same result as ``flowmap(bind(net, params), x0, times, c=c)``.
+    """
+    from pallas_kernels.rollout import MLPSpec, rollout
+
+    _checks.check_float_array("x0", x0, min_ndim=2)
+    validate_times(times, x0.shape[0])
+    flat = x0.reshape(x0.shape[0], -1)
+    out = rollout(params, MLPSpec.from_net(net), flat, times, c=c, implementation=implementation)
+    return out.reshape(x0.shape)
+__all__ = ["flowmap", "flowmap_mlp", "uniform_grid", "validate_times"]
