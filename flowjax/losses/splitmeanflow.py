@@ -15,7 +15,9 @@ infinitesimal-split limit. Training needs three forward passes and no JVP:
 
 with ``v_target = x1 - x0`` from scratch or a teacher's velocity ``v_T(x_s, s)`` (distillation).
 
-Paper's (abstract / identity as quoted): the identity, its algebraic 3-pass training, the
+Paper's (checked against the arXiv 2507.16884 abstract/HTML with the search tool: the identity
+``(t - r) u(z_t, r, t) = (s - r) u(z_s, r, s) + (t - s) u(z_t, s, t)`` with ``z_s`` the point reached
+along the flow, MeanFlow as its limit, no JVP): the identity, its algebraic 3-pass training, the
 boundary anchor, the intermediate point from the model itself. *Derived, not from the paper*
 (its full text was unavailable, splitmeanflow.md sec. 1): ``lam ~ U(0, 1)``, ``fm_fraction = 0.5``
 (unofficial re-implementations), the full stop-gradient target with online parameters, the
