@@ -32,7 +32,9 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
     cfg.batch_size = 64
     cfg.steps = 1200
     cfg.learning_rate = 3e-4
-    cfg.ema_decay = 0.999
+    # No EMA: the spec trains without one, and a 0.999 EMA over 1200-1500 steps keeps 20-30 % of the
+    # initial weights (0.999^1200 = 0.30), which dominated a first cpu run.
+    cfg.ema_decay = None
     cfg.seed = 0
     cfg.bootstrap_fraction = 0.25
     cfg.num_levels = 7

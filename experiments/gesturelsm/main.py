@@ -144,7 +144,7 @@ def run(cfg, out_dir: Path) -> dict:
                           ema_decay=cfg.ema_decay, log_every=max(1, cfg.steps // 20))
         metrics[f"{name}/train_seconds"] = time.perf_counter() - start
         histories[name] = hist
-        u = experiment.bind(net, state.ema_params)
+        u = experiment.bind(net, state.ema_params if cfg.ema_decay is not None else state.params)
         for k in cfg.nfe:
             xk = common.sample_k(u, x0, k, euler=euler, c=a_test)
             metrics[f"{name}/fd_nfe{k}"] = fmetrics.frechet_distance(np.asarray(xk), np.asarray(held))

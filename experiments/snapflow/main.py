@@ -80,7 +80,7 @@ def train(net, cfg, params, loss, steps, seed, *, freeze_branch=False):
     start = time.perf_counter()
     state, hist = fit(loss_fn, params, batch_fn=batch_fn, steps=steps, key=jax.random.key(seed + 1),
                       optimizer=make_optimizer(cfg.learning_rate), ema_decay=cfg.ema_decay, log_every=max(1, steps // 20))
-    return state.ema_params, hist, time.perf_counter() - start
+    return (state.ema_params if cfg.ema_decay is not None else state.params), hist, time.perf_counter() - start
 
 
 def run(cfg, out_dir: Path) -> dict:
