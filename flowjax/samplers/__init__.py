@@ -17,6 +17,9 @@ from flowjax.samplers.inverse import data_consistency
 from flowjax.samplers.inverse import flair
 from flowjax.samplers.inverse import flair_time_grid
 from flowjax.samplers.inverse import projected_euler
+from flowjax.samplers.flowmap import flowmap
+from flowjax.samplers.flowmap import flowmap_mlp
+from flowjax.samplers.flowmap import uniform_grid
 from flowjax.samplers.ode import NFE_PER_STEP
 from flowjax.samplers.ode import RK4
 from flowjax.samplers.ode import SOLVER_NAMES
@@ -57,6 +60,8 @@ __all__ = [
     "RK4",
     "SOLVER_NAMES",
     "divergence_exact",
+    "flowmap",
+    "flowmap_mlp",
     "divergence_hutchinson",
     "get_solver",
     "log_likelihood",
@@ -68,4 +73,5 @@ __all__ = [
     "sde_family",
     "solvers",
     "standard_normal_log_prob",
+    "uniform_grid",
 ]
