@@ -1,7 +1,31 @@
 """Losses: one pure function per method, ``loss(model_fn, key, x1, *, ...) -> (loss, aux)``."""
 
 from flowjax.losses.cfm import cfm
+from flowjax.losses.distill import boss_straightening
+from flowjax.losses.distill import consistency_distillation
+from flowjax.losses.distill import flowturbo_refiner
+from flowjax.losses.distill import k_step_distillation
+from flowjax.losses.distill import mdt_dist
+from flowjax.losses.distill import pseudo_huber
+from flowjax.losses.distill import rectified_diffusion
+from flowjax.losses.distill import rectify
+from flowjax.losses.distill import reflow
+from flowjax.losses.distill import to_data_target
+from flowjax.losses.distill import velocity_distillation
+from flowjax.losses.distill import velocity_matching
 
 __all__ = [
     "cfm",
+    "boss_straightening",
+    "consistency_distillation",
+    "flowturbo_refiner",
+    "k_step_distillation",
+    "mdt_dist",
+    "pseudo_huber",
+    "rectified_diffusion",
+    "rectify",
+    "reflow",
+    "to_data_target",
+    "velocity_distillation",
+    "velocity_matching",
 ]

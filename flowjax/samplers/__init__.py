@@ -11,6 +11,9 @@ from flowjax.samplers.ode import ode
 from flowjax.samplers.ode import sample_with_log_likelihood
 from flowjax.samplers.ode import sde
 from flowjax.samplers.ode import standard_normal_log_prob
+from flowjax.samplers.first_order import data_and_noise
+from flowjax.samplers.first_order import first_order
+from flowjax.samplers.first_order import to_data_sample
 
 __all__ = [
     "NFE_PER_STEP",
@@ -24,4 +27,7 @@ __all__ = [
     "sample_with_log_likelihood",
     "sde",
     "standard_normal_log_prob",
+    "data_and_noise",
+    "first_order",
+    "to_data_sample",
 ]
