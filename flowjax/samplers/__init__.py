@@ -14,6 +14,15 @@ from flowjax.samplers.ode import standard_normal_log_prob
 from flowjax.samplers.first_order import data_and_noise
 from flowjax.samplers.first_order import first_order
 from flowjax.samplers.first_order import to_data_sample
+from flowjax.samplers.boss import bellman_path
+from flowjax.samplers.boss import bellman_times
+from flowjax.samplers.boss import brute_force_path
+from flowjax.samplers.boss import cost_matrix
+from flowjax.samplers.boss import straightening_pairs
+from flowjax.samplers.flowturbo import flowturbo
+from flowjax.samplers.flowturbo import flowturbo_nfe
+from flowjax.samplers.flowturbo import make_flowturbo_sampler
+from flowjax.samplers.flowturbo import pseudo_corrector
 
 __all__ = [
     "NFE_PER_STEP",
@@ -30,4 +39,13 @@ __all__ = [
     "data_and_noise",
     "first_order",
     "to_data_sample",
+    "bellman_path",
+    "bellman_times",
+    "brute_force_path",
+    "cost_matrix",
+    "straightening_pairs",
+    "flowturbo",
+    "flowturbo_nfe",
+    "make_flowturbo_sampler",
+    "pseudo_corrector",
 ]
