@@ -13,6 +13,9 @@ from flowjax.losses.distill import reflow
 from flowjax.losses.distill import to_data_target
 from flowjax.losses.distill import velocity_distillation
 from flowjax.losses.distill import velocity_matching
+from flowjax.losses.arcflow import ArcPolicy
+from flowjax.losses.arcflow import arcflow_distill
+from flowjax.losses.arcflow import arcflow_sample
 
 __all__ = [
     "cfm",
@@ -28,4 +31,7 @@ __all__ = [
     "to_data_target",
     "velocity_distillation",
     "velocity_matching",
+    "ArcPolicy",
+    "arcflow_distill",
+    "arcflow_sample",
 ]

@@ -8,6 +8,10 @@ from flowjax.nets.mlp import count_params
 from flowjax.nets.mlp import drop_labels
 from flowjax.nets.mlp import init_params
 from flowjax.nets.unet import UNet
+from flowjax.nets.arcflow import ArcFlowMLP
+from flowjax.nets.arcflow import init_arcflow_from_teacher
+from flowjax.nets.lora import apply_lora
+from flowjax.nets.lora import init_lora
 
 __all__ = [
     "MLP",
@@ -18,4 +22,8 @@ __all__ = [
     "init_params",
     "pair_time_embedding",
     "timestep_embedding",
+    "ArcFlowMLP",
+    "init_arcflow_from_teacher",
+    "apply_lora",
+    "init_lora",
 ]
