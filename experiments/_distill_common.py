@@ -19,6 +19,7 @@ from flowjax.train import fit, make_optimizer
 def train(loss_fn: Callable, params: Any, *, batch_fn: Callable, steps: int, seed: int, learning_rate: float,
           ema_decay: float | None = None, clip_norm: float | None = 1.0) -> tuple[Any, list[dict]]:
     """``loss_fn(params, key, batch) -> (loss, aux)`` trained with Adam; returns (params or EMA, history)."""
+    params = jax.tree.map(jnp.copy, params)  # fit donates its input buffers; callers may reuse theirs
     state, hist = fit(loss_fn, params, batch_fn=batch_fn, steps=steps, key=jax.random.key(seed),
                       optimizer=make_optimizer(learning_rate, clip_norm=clip_norm), ema_decay=ema_decay,
                       log_every=max(1, min(100, steps)))
