@@ -69,7 +69,7 @@ def run(cfg, out_dir: Path) -> dict:
         ap = init_arcflow_from_teacher(ap, teacher_p, key=jax.random.key(2), noise_std=0.05 if k > 1 else 0.0)
         trunk = {"params": {n: v for n, v in ap["params"].items() if n not in HEADS}}
         trainable = {"lora": init_lora(jax.random.key(3), trunk, rank=cfg.lora_rank),
-                     "heads": {n: ap["params"][n] for n in HEADS}}
+                     "heads": {n: ap["params"][n] for n in HEADS if n in ap["params"]}}
 
         def full(tr, trunk=trunk):
             merged = apply_lora(trunk, tr["lora"])
