@@ -7,8 +7,11 @@ Training recipe (ours, fixed by :data:`CONFIG`): the digits train split
 (:func:`flowjax.data.load_digits_arrays`, 1437 images), AdamW (lr 1e-3, weight decay 1e-4),
 batch 128 from :func:`flowjax.data.make_batch_fn` (seed 0), 500 steps in one ``lax.scan``,
 parameters initialised from ``jax.random.key(0)``, small Gaussian pixel noise (std 0.1) as
-augmentation, float32 throughout. It takes a few seconds on a CPU and reaches about 97-98%
-test accuracy (the value measured at training time is stored with the weights).
+augmentation, float32 throughout. It costs about 3-10 s of CPU time and reached 98.6% test
+accuracy (355/360; train 100%) with jax 0.10.2 on CPU; the value measured at training time is
+stored with the weights. Reference Frechet distances with these weights: train vs test split
+5.01, two halves of train 1.22, test vs test with N(0, 0.3^2) pixel noise (clipped) 8.70,
+uniform noise vs test 461.
 
 Cache: ``<data_dir>/flowjax_digits_classifier/<hash>.npz`` plus ``<hash>.json`` (config, test
 accuracy, train seconds, versions), where ``<hash>`` is the first 16 hex digits of the SHA-256 of

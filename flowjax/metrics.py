@@ -30,6 +30,7 @@ compatible too; the Frechet distance runs on the host in float64.
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any, Callable, Sequence
 
@@ -165,7 +166,7 @@ def mmd(
     squared: bool = True,
     max_block_elems: int = 2**24,
 ) -> Array:
-    """Squared MMD with a multi-scale RBF kernel (Gretton et al., JMLR 13, 2012, eqs. 2-3).
+    """Squared MMD with a multi-scale RBF kernel (Gretton et al., "A kernel two-sample test", JMLR 2012).
 
     ``k(a, b) = (1/L) sum_l exp(-|a - b|^2 / (2 h_l^2))`` (so ``k(a, a) = 1``) and
 
@@ -234,6 +235,18 @@ def energy_distance(
 # --------------------------------------------------------------------------------------------
 # Exact W2 (ott-jax)
 # --------------------------------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnums=2)
+def _w2_assignment(x: Array, y: Array, size: int) -> Array:
+    from ott.geometry import pointcloud
+    from ott.tools import unreg
+
+    xr = jnp.repeat(x, size // x.shape[0], axis=0)
+    yr = jnp.repeat(y, size // y.shape[0], axis=0)
+    _, out = unreg.hungarian(pointcloud.PointCloud(xr, yr))
+    i, j = out.paired_indices[0], out.paired_indices[1]
+    return jnp.mean(jnp.sum(jnp.square(xr[i] - yr[j]), axis=-1))
+
+
 def wasserstein2_exact(x: ArrayLike, y: ArrayLike, *, squared: bool = False, max_size: int = 2048) -> Array:
     """Exact ``W2`` between the uniform empirical measures of ``x (n, ...)`` and ``y (m, ...)``.
 
@@ -244,9 +257,6 @@ def wasserstein2_exact(x: ArrayLike, y: ArrayLike, *, squared: bool = False, max
     ``lcm(n, m)`` points, which leaves the uniform measures unchanged, so the assignment on the
     replicas is again exact. Meant for small sets: ``lcm(n, m) <= max_size``.
     """
-    from ott.geometry import pointcloud
-    from ott.tools import unreg
-
     x, y = _as_sets(x, y)
     n, m = x.shape[0], y.shape[0]
     size = n * m // math.gcd(n, m)
@@ -255,11 +265,7 @@ def wasserstein2_exact(x: ArrayLike, y: ArrayLike, *, squared: bool = False, max
             f"exact W2 solves an assignment of size lcm(n, m) = {size} > max_size = {max_size}; "
             "use sliced_wasserstein for large sets or raise max_size."
         )
-    xr = jnp.repeat(x, size // n, axis=0)
-    yr = jnp.repeat(y, size // m, axis=0)
-    _, out = unreg.hungarian(pointcloud.PointCloud(xr, yr))
-    i, j = out.paired_indices[0], out.paired_indices[1]
-    w2 = jnp.mean(jnp.sum(jnp.square(xr[i] - yr[j]), axis=-1))
+    w2 = _w2_assignment(x, y, size)
     return w2 if squared else jnp.sqrt(w2)
 
 

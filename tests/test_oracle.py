@@ -28,9 +28,9 @@ def test_velocity_and_score_match_monte_carlo(path):
     a, s, da, ds = path.alpha(t), path.sigma(t), path.d_alpha(t), path.d_sigma(t)
     for i in range(x.shape[0]):
         # p(x_t = x | x1) = N(x; a x1, s^2): posterior weights over data samples.
-        logw = -0.5 * jnp.sum((x[i] - a * x1) ** 2, -1) / s**2
+        logw = -0.5 * jnp.sum((x[i][None, :] - a * x1) ** 2, -1) / s**2
         w = jax.nn.softmax(logw)
-        x0_post = (x[i] - a * x1) / s
+        x0_post = (x[i][None, :] - a * x1) / s
         v_mc = jnp.sum(w[:, None] * (da * x1 + ds * x0_post), 0)
         score_mc = -jnp.sum(w[:, None] * x0_post, 0) / s
         np.testing.assert_allclose(oracle.velocity(x[i : i + 1], t)[0], v_mc, atol=0.03)
@@ -68,14 +68,15 @@ def test_average_velocity_definition_and_diagonal():
 
 
 def test_pushforward_matches_data():
+    """MMD(pushforward, data) lies in the null range of MMD between independent data samples."""
     oracle = _oracle()
-    x0 = oracle.sample_source(jax.random.key(3), 1500)
-    pushed = oracle.flow_map(x0, 0.0, 1.0)
-    data = oracle.sample_data(jax.random.key(4), 1500)
-    other = oracle.sample_data(jax.random.key(5), 1500)
-    shifted = data + 0.5
-    assert float(metrics.mmd(pushed, data)) < 3 * float(metrics.mmd(other, data)) + 1e-3
-    assert float(metrics.mmd(shifted, data)) > 10 * float(metrics.mmd(pushed, data))
+    n = 1500
+    pushed = oracle.flow_map(oracle.sample_source(jax.random.key(3), n), 0.0, 1.0)
+    data = oracle.sample_data(jax.random.key(4), n)
+    null = np.array([float(metrics.mmd(oracle.sample_data(jax.random.key(10 + i), n), data)) for i in range(6)])
+    threshold = null.mean() + 4 * null.std(ddof=1) + 1e-4
+    assert float(metrics.mmd(pushed, data)) < threshold
+    assert float(metrics.mmd(data + 0.3, data)) > 5 * threshold  # the test can fail
 
 
 @pytest.mark.parametrize("t", [0.0, 0.5, 1.0])

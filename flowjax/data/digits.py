@@ -117,9 +117,16 @@ class FlowjaxDigits(tfds.core.GeneratorBasedBuilder):
 def prepare_digits(data_dir: str | os.PathLike | None = None) -> pathlib.Path:
     """Build ``flowjax_digits`` as array_record under ``data_dir`` if it is not there; return ``data_dir``."""
     root = tfds_images._resolve_data_dir(data_dir)
-    if tfds_images.find_prepared(f"{DIGITS_NAME}:{FlowjaxDigits.VERSION}", root) is None:
+    name = f"{DIGITS_NAME}:{FlowjaxDigits.VERSION}"
+    if tfds_images.find_prepared(name, root) is None:
         root.mkdir(parents=True, exist_ok=True)
-        FlowjaxDigits(data_dir=str(root), file_format="array_record").download_and_prepare()
+        try:
+            FlowjaxDigits(data_dir=str(root), file_format="array_record").download_and_prepare()
+        except OSError:
+            # Another process may have finished the same build first (TFDS writes to a temporary
+            # directory and renames it); only re-raise if the dataset is still missing.
+            if tfds_images.find_prepared(name, root) is None:
+                raise
     return root
 
 

@@ -63,26 +63,30 @@ MIXTURE_PRESETS: tuple[str, ...] = ("gm1d_bimodal", "gm1d_asymmetric", "gm2d_8",
 
 
 def make_mixture(means, stds, weights, *, dtype=jnp.float32) -> MixtureParams:
-    """Validate and normalise mixture parameters (stds ``(K,)`` are broadcast to ``(K, d)``)."""
-    means = jnp.asarray(means, dtype)
+    """Validate and normalise mixture parameters (stds ``(K,)`` are broadcast to ``(K, d)``).
+
+    Concrete values only (validation runs in numpy, float64, before the cast to ``dtype``)."""
+    means = np.asarray(means, dtype=np.float64)
     if means.ndim != 2:
         raise ValueError(f"`means` must have shape (K, d), got {means.shape}.")
     k, d = means.shape
-    stds = jnp.asarray(stds, dtype)
+    stds = np.asarray(stds, dtype=np.float64)
     if stds.ndim == 1:
-        stds = jnp.broadcast_to(stds[:, None], (k, d))
+        stds = np.broadcast_to(stds[:, None], (k, d))
     if stds.shape != (k, d):
         raise ValueError(f"`stds` must have shape ({k},) or ({k}, {d}), got {stds.shape}.")
-    weights = jnp.asarray(weights, dtype)
+    weights = np.asarray(weights, dtype=np.float64)
     if weights.shape != (k,):
         raise ValueError(f"`weights` must have shape ({k},), got {weights.shape}.")
     for name, arr in (("means", means), ("stds", stds), ("weights", weights)):
-        _checks.check_finite(name, arr)
-    if not bool(jnp.all(stds > 0)):
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"`{name}` contains NaN or Inf values.")
+    if not np.all(stds > 0):
         raise ValueError("`stds` must be positive.")
-    if not bool(jnp.all(weights >= 0)) or not float(jnp.sum(weights)) > 0:
+    if not np.all(weights >= 0) or not weights.sum() > 0:
         raise ValueError("`weights` must be non-negative with a positive sum.")
-    return MixtureParams(means, stds, weights / jnp.sum(weights))
+    weights = weights / weights.sum()
+    return MixtureParams(*(jnp.asarray(a, dtype) for a in (means, stds, weights)))
 
 
 def mixture_preset(name: str, *, dtype=jnp.float32) -> MixtureParams:
@@ -124,7 +128,9 @@ def random_mixture(
     if equal_weights:
         weights = jnp.full((num_components,), 1.0 / num_components, dtype)
     else:
-        weights = jax.random.dirichlet(k_w, jnp.ones((num_components,), dtype))
+        # Dirichlet(1, ..., 1) = normalised i.i.d. Exp(1) draws (cheaper than the gamma sampler).
+        e = jax.random.exponential(k_w, (num_components,), dtype)
+        weights = e / jnp.sum(e)
     return make_mixture(means, jnp.full((num_components,), std, dtype), weights, dtype=dtype)
 
 

@@ -16,6 +16,7 @@ from flowjax.losses.distill import velocity_matching
 from flowjax.losses.arcflow import ArcPolicy
 from flowjax.losses.arcflow import arcflow_distill
 from flowjax.losses.arcflow import arcflow_sample
+from flowjax.losses.denoising import denoising_loss
 
 __all__ = [
     "cfm",
@@ -34,4 +35,5 @@ __all__ = [
     "ArcPolicy",
     "arcflow_distill",
     "arcflow_sample",
+    "denoising_loss",
 ]

@@ -23,9 +23,15 @@ from flowjax.samplers.flowturbo import flowturbo
 from flowjax.samplers.flowturbo import flowturbo_nfe
 from flowjax.samplers.flowturbo import make_flowturbo_sampler
 from flowjax.samplers.flowturbo import pseudo_corrector
+from flowjax.samplers import sde_family
+from flowjax.samplers import solvers
+from flowjax.samplers.sde_family import pf_ode_log_likelihood
+from flowjax.samplers.sde_family import sample_sde
+from flowjax.samplers.solvers import PredictionModel
 
 __all__ = [
     "NFE_PER_STEP",
+    "PredictionModel",
     "RK4",
     "SOLVER_NAMES",
     "divergence_exact",
@@ -33,8 +39,12 @@ __all__ = [
     "get_solver",
     "log_likelihood",
     "ode",
+    "pf_ode_log_likelihood",
     "sample_with_log_likelihood",
+    "sample_sde",
     "sde",
+    "sde_family",
+    "solvers",
     "standard_normal_log_prob",
     "data_and_noise",
     "first_order",
