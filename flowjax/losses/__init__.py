@@ -3,6 +3,21 @@
 from flowjax.losses.bifm import bifm
 from flowjax.losses.bifm import bifm_time_pairs
 from flowjax.losses.cfm import cfm
+from flowjax.losses.distill import boss_straightening
+from flowjax.losses.distill import consistency_distillation
+from flowjax.losses.distill import flowturbo_refiner
+from flowjax.losses.distill import k_step_distillation
+from flowjax.losses.distill import mdt_dist
+from flowjax.losses.distill import pseudo_huber
+from flowjax.losses.distill import rectified_diffusion
+from flowjax.losses.distill import rectify
+from flowjax.losses.distill import reflow
+from flowjax.losses.distill import to_data_target
+from flowjax.losses.distill import velocity_distillation
+from flowjax.losses.distill import velocity_matching
+from flowjax.losses.arcflow import ArcPolicy
+from flowjax.losses.arcflow import arcflow_distill
+from flowjax.losses.arcflow import arcflow_sample
 from flowjax.losses.denoising import denoising_loss
 from flowjax.losses.flowmaps import flowmap_eulerian
 from flowjax.losses.flowmaps import flowmap_lagrangian
@@ -17,6 +32,21 @@ __all__ = [
     "bifm",
     "bifm_time_pairs",
     "cfm",
+    "boss_straightening",
+    "consistency_distillation",
+    "flowturbo_refiner",
+    "k_step_distillation",
+    "mdt_dist",
+    "pseudo_huber",
+    "rectified_diffusion",
+    "rectify",
+    "reflow",
+    "to_data_target",
+    "velocity_distillation",
+    "velocity_matching",
+    "ArcPolicy",
+    "arcflow_distill",
+    "arcflow_sample",
     "denoising_loss",
     "flowmap_eulerian",
     "flowmap_lagrangian",
