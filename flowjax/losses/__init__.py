@@ -1,7 +1,17 @@
 """Losses: one pure function per method, ``loss(model_fn, key, x1, *, ...) -> (loss, aux)``."""
 
 from flowjax.losses.cfm import cfm
+from flowjax.losses.sbcfm import icfm
+from flowjax.losses.sbcfm import sbcfm
+from flowjax.losses.sbcfm import target_cfm
+from flowjax.losses.sbcfm import vpcfm
+from flowjax.losses.wcfm import wcfm
 
 __all__ = [
     "cfm",
+    "icfm",
+    "sbcfm",
+    "target_cfm",
+    "vpcfm",
+    "wcfm",
 ]
