@@ -71,6 +71,7 @@ def make_seed_trainer(
     clip_norm: float | None = None,
     ema_decay: float | None = None,
     chunk: int = 250,
+    hyper_per_seed: bool = False,
 ):
     """Build ``train(seeds, steps, hyper=None, eval_every=None, eval_fn=None)``: one model per seed,
     all seeds in one vmapped, scanned program, compiled ONCE and reused across calls.
@@ -79,7 +80,9 @@ def make_seed_trainer(
     traced hyperparameters (so runs that differ only in them share the compiled program);
     ``batch_fn(seed_key, step) -> batch`` (pure). ``train`` returns ``(params, losses, evals)``:
     params stacked over seeds (EMA if ``ema_decay``), chunk-mean losses ``(seeds, chunks)``, and
-    ``[(step, eval_fn(params))]`` every ``eval_every`` steps.
+    ``[(step, eval_fn(params))]`` every ``eval_every`` steps. With ``hyper_per_seed`` every leaf of
+    ``hyper`` has a leading axis of length ``len(seeds)`` (one setting per lane, e.g. one method
+    per lane trained side by side).
     """
     opt = make_optimizer(learning_rate, clip_norm=clip_norm)
 
@@ -90,9 +93,8 @@ def make_seed_trainer(
     init_all = jax.jit(jax.vmap(init_one))
 
     def run(states, keys, hyper, n):
-        step_fn = make_train_step(lambda p, k, b: loss_fn(p, k, b, hyper), opt, ema_decay=ema_decay)
-
-        def one(state, k):
+        def one(state, k, h):
+            step_fn = make_train_step(lambda p, kk, b: loss_fn(p, kk, b, h), opt, ema_decay=ema_decay)
             data_key = jax.random.fold_in(jax.random.wrap_key_data(k), 3)
 
             def body(st, _):
@@ -102,7 +104,7 @@ def make_seed_trainer(
             st, losses = jax.lax.scan(body, state, None, length=n)
             return st, jnp.mean(losses)
 
-        return jax.vmap(one)(states, keys)
+        return jax.vmap(one, in_axes=(0, 0, 0 if hyper_per_seed else None))(states, keys, hyper)
 
     run = jax.jit(run, static_argnums=3)
 

@@ -1,6 +1,7 @@
 """Losses: one pure function per method, ``loss(model_fn, key, x1, *, ...) -> (loss, aux)``."""
 
 from flowjax.losses.cfm import cfm
+from flowjax.losses.kdiff import kdiff
 from flowjax.losses.sbcfm import icfm
 from flowjax.losses.sbcfm import sbcfm
 from flowjax.losses.sbcfm import target_cfm
@@ -10,6 +11,7 @@ from flowjax.losses.wcfm import wcfm
 __all__ = [
     "cfm",
     "icfm",
+    "kdiff",
     "sbcfm",
     "target_cfm",
     "vpcfm",
