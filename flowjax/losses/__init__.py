@@ -2,6 +2,7 @@
 
 from flowjax.losses.cfm import cfm
 from flowjax.losses.kdiff import kdiff
+from flowjax.losses.pafm import pafm
 from flowjax.losses.sbcfm import icfm
 from flowjax.losses.sbcfm import sbcfm
 from flowjax.losses.sbcfm import target_cfm
@@ -12,6 +13,7 @@ __all__ = [
     "cfm",
     "icfm",
     "kdiff",
+    "pafm",
     "sbcfm",
     "target_cfm",
     "vpcfm",
