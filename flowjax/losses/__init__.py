@@ -7,6 +7,7 @@ from flowjax.losses.sbcfm import icfm
 from flowjax.losses.sbcfm import sbcfm
 from flowjax.losses.sbcfm import target_cfm
 from flowjax.losses.sbcfm import vpcfm
+from flowjax.losses.vecor import vecor
 from flowjax.losses.wcfm import wcfm
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "sbcfm",
     "target_cfm",
     "vpcfm",
+    "vecor",
     "wcfm",
 ]
