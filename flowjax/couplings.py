@@ -12,8 +12,8 @@ indices, not arrays, keeps labels and any other per-sample data aligned.
   either sampled from the plan (``sample=True``, as torchcfm) or taken as the row-wise argmax.
 - :func:`class_conditional`: wraps an OT coupling so that pairs never cross labels.
 
-All are jit-compatible. Under data sharding, call the coupling inside ``jax.shard_map`` so that
-each shard pairs its own samples (see ``tests/test_couplings.py``).
+All are jit-compatible. Under data sharding, :func:`per_shard` runs a coupling on each shard
+independently (pairing within the shard, as every multi-device OT-CFM implementation does).
 """
 
 from __future__ import annotations
@@ -68,7 +68,8 @@ def ot_exact() -> Coupling:
             cost = cost + _LARGE_COST * (labels[:, None] != labels[None, :])
         from ott.geometry import geometry
 
-        _, out = unreg.hungarian(geometry.Geometry(cost_matrix=cost))
+        with jax.numpy_rank_promotion("allow"):  # ott-jax internals rely on implicit promotion
+            _, out = unreg.hungarian(geometry.Geometry(cost_matrix=cost))
         rows, cols = out.paired_indices
         # Reorder so that the data side stays in its original order.
         i0 = jnp.zeros_like(rows).at[cols].set(rows)
@@ -90,8 +91,10 @@ def sinkhorn_plan(x0: Array, x1: Array, *, epsilon: float, labels: Array | None 
     from ott.geometry import geometry
 
     geom = geometry.Geometry(cost_matrix=cost, epsilon=epsilon, relative_epsilon="mean")
-    out = ott_linear.solve(geom, max_iterations=max_iterations)
-    return out.matrix
+    # ott-jax relies on implicit rank promotion internally; allow it whatever the caller's setting.
+    with jax.numpy_rank_promotion("allow"):
+        out = ott_linear.solve(geom, max_iterations=max_iterations)
+        return out.matrix
 
 
 def ot_sinkhorn(epsilon: float = 0.05, *, sample: bool = True, max_iterations: int = 2000) -> Coupling:
@@ -129,6 +132,33 @@ def class_conditional(base: Coupling | None = None) -> Coupling:
         if labels is None:
             raise ValueError("class_conditional coupling needs `labels` (one per data sample).")
         return base(key, x0, x1, labels=labels)
+
+    return couple
+
+
+def per_shard(base: Coupling, mesh: jax.sharding.Mesh, axis: str = "data") -> Coupling:
+    """Run ``base`` independently on each data shard (no cross-device communication).
+
+    Global indices are returned, so the result is used exactly like ``base``'s. Each shard's key is
+    ``fold_in(key, shard_index)``. ``check_vma=False`` because the solvers' while loops carry
+    replicated constants (optax's Hungarian algorithm), which the varying-axis check rejects.
+    """
+    from jax.sharding import PartitionSpec as P
+
+    def local(key, x0, x1, labels):
+        shard = jax.lax.axis_index(axis)
+        i0, i1 = base(jax.random.fold_in(key, shard), x0, x1, labels=labels)
+        offset = shard * x0.shape[0]
+        return i0 + offset, i1 + offset
+
+    def couple(key: Array, x0: Array, x1: Array, labels: Array | None = None) -> tuple[Array, Array]:
+        _check_pair(x0, x1)
+        spec = P(axis)
+        fn = jax.shard_map(
+            local, mesh=mesh, in_specs=(P(), spec, spec, None if labels is None else spec),
+            out_specs=(spec, spec), check_vma=False,
+        )
+        return fn(key, x0, x1, labels)
 
     return couple
 
@@ -343,6 +373,7 @@ __all__ = [
     "ot_exact",
     "ot_sinkhorn",
     "pair_cost",
+    "per_shard",
     "pooled",
     "sample_plan",
     "shard_local",

@@ -87,6 +87,10 @@ class BatchFn:
       process_index, process_count: which slice of each global batch this process receives.
       num_examples: ``N``.
       steps_per_epoch: ``N // B`` (``drop_last``) or ``ceil(N / B)``.
+
+    Calling it inside ``jit`` embeds ``data`` in the program as a constant, which is right for the
+    small in-memory sets this is meant for. For a large array, pass it as a ``jit`` argument and
+    gather with the indices instead: ``jnp.take(data, batch_fn.indices(step), axis=0)``.
     """
 
     data: PyTree

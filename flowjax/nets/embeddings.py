@@ -17,7 +17,13 @@ import math
 import jax.numpy as jnp
 from jax import Array
 
-__all__ = ["TIME_SCALE", "timestep_embedding", "pair_time_embedding"]
+__all__ = [
+    "TIME_SCALE",
+    "pair_time_embedding",
+    "sincos_embedding_1d",
+    "sincos_embedding_2d",
+    "timestep_embedding",
+]
 
 #: Factor applied to t in [0, 1] before the sinusoids (matches DiT's integer-step range).
 TIME_SCALE: float = 1000.0
@@ -79,3 +85,31 @@ def pair_time_embedding(
         a = jnp.broadcast_to(a, (n, a.shape[1]))
         b = jnp.broadcast_to(b, (n, b.shape[1]))
     return jnp.concatenate([a, b], axis=-1)
+
+
+def sincos_embedding_1d(positions: Array, dim: int, *, max_period: float = 10_000.0) -> Array:
+    """Fixed sinusoidal embedding of integer positions (Vaswani et al. 2017, sec. 3.5).
+
+    ``positions``: int or float array of any shape ``S``; returns ``S + (dim,)`` float32 with the
+    layout ``[sin(p f_0..f_{h-1}), cos(p f_0..f_{h-1})]``, ``f_k = max_period ** (-k / h)``,
+    ``h = dim // 2`` (MAE/DiT convention; no ``TIME_SCALE`` here: positions are not times).
+    """
+    if not isinstance(dim, int) or dim < 2 or dim % 2:
+        raise ValueError(f"`dim` must be a positive even integer, got {dim!r}.")
+    pos = jnp.asarray(positions, jnp.float32)
+    half = dim // 2
+    freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=jnp.float32) / half)
+    args = pos[..., None] * freqs.reshape((1,) * pos.ndim + (half,))
+    return jnp.concatenate([jnp.sin(args), jnp.cos(args)], axis=-1)
+
+
+def sincos_embedding_2d(height: int, width: int, dim: int) -> Array:
+    """Fixed 2-D sin-cos embedding of a ``height x width`` grid (DiT / MAE), shape ``(H*W, dim)``.
+
+    Half the channels embed the row index and half the column index (``dim`` divisible by 4).
+    """
+    if dim % 4:
+        raise ValueError(f"`dim` must be divisible by 4 for a 2-D embedding, got {dim}.")
+    rows = jnp.repeat(jnp.arange(height), width)
+    cols = jnp.tile(jnp.arange(width), height)
+    return jnp.concatenate([sincos_embedding_1d(rows, dim // 2), sincos_embedding_1d(cols, dim // 2)], axis=-1)

@@ -68,7 +68,7 @@ class GaussianMixtureFlow:
             raise ValueError(f"`means` must have shape (K, d), got {means.shape}.")
         k, d = means.shape
         stds = jnp.asarray(self.stds, means.dtype)
-        if stds.ndim == 1:
+        if stds.ndim == 1 and stds.shape == (k,):
             stds = jnp.broadcast_to(stds[:, None], (k, d))
         if stds.shape != (k, d):
             raise ValueError(f"`stds` must have shape ({k},) or ({k}, {d}), got {stds.shape}.")

@@ -63,6 +63,30 @@ def _all_finite(tree: Any) -> jax.Array:
     return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
+def first_nonfinite_index(loss: jax.Array, grads: Any) -> jax.Array:
+    """Index of the first non-finite value among ``[loss, *leaves(grads)]``; ``-1`` if all finite.
+
+    Works under ``jit``: the index is an ``int32`` scalar. ``0`` means the loss itself; ``i >= 1``
+    means gradient leaf ``i - 1`` in ``jax.tree.leaves`` order (see :func:`nonfinite_leaf_name`).
+    """
+    flags = [jnp.all(jnp.isfinite(loss))] + [jnp.all(jnp.isfinite(g)) for g in jax.tree.leaves(grads)]
+    bad = jnp.logical_not(jnp.stack(flags))
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), -1).astype(jnp.int32)
+
+
+def nonfinite_leaf_name(index: int, params: Any) -> str:
+    """Human-readable name of the value that :func:`first_nonfinite_index` pointed at."""
+    index = int(index)
+    if index < 0:
+        return "<none>"
+    if index == 0:
+        return "loss"
+    paths = [jax.tree_util.keystr(path) for path, _ in jax.tree_util.tree_flatten_with_path(params)[0]]
+    if index - 1 < len(paths):
+        return f"grads{paths[index - 1]}"
+    return f"grads leaf #{index - 1}"
+
+
 def make_train_step(
     loss_fn: LossFn,
     optimizer: optax.GradientTransformation,
@@ -83,7 +107,9 @@ def make_train_step(
         regardless. The ``Trainer`` can additionally stop on a non-finite step.
 
     Returns:
-      A pure function; ``metrics`` holds ``loss``, ``grad_norm``, ``finite`` and the loss's aux.
+      A pure function; ``metrics`` holds ``loss``, ``grad_norm``, ``finite``, ``nonfinite_leaf``
+      (``-1`` when finite, else the index decoded by :func:`nonfinite_leaf_name`) and the loss's
+      aux.
     """
     if nonfinite not in NONFINITE_POLICIES:
         raise ValueError(f"`nonfinite` must be one of {NONFINITE_POLICIES}, got {nonfinite!r}.")
@@ -111,7 +137,13 @@ def make_train_step(
             ema_params=ema,
             nonfinite_count=state.nonfinite_count + jnp.logical_not(finite).astype(jnp.int32),
         )
-        metrics = {"loss": loss, "grad_norm": optax.global_norm(grads), "finite": finite, **aux}
+        metrics = {
+            "loss": loss,
+            "grad_norm": optax.tree.norm(grads),
+            "finite": finite,
+            "nonfinite_leaf": first_nonfinite_index(loss, grads),
+            **aux,
+        }
         return new_state, metrics
 
     return step

@@ -1,0 +1,70 @@
+"""Regenerate the README's paper table from a paper-set report (never edit that table by hand).
+
+    python -m experiments.readme_table [runs/paperset-cpu/report.json] [--readme README.md]
+
+Status per experiment: ``planned`` (no experiment yet), ``implemented`` (experiment exists, no
+cpu-or-larger result in the report), ``claim reproduced (cpu)`` / ``claim not reproduced (cpu)``
+with the measured headline numbers, or the run's error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+
+from experiments import run as runner
+from experiments.papers import PAPERS
+
+START, END = "<!-- paper-table:start -->", "<!-- paper-table:end -->"
+
+
+def _numbers(result: dict, limit: int = 4) -> str:
+    metrics = result.get("metrics", {})
+    names = result.get("headline") or list(metrics)[:limit]
+    return "; ".join(f"{k} {metrics[k]:.3g}" if isinstance(metrics[k], (int, float)) else f"{k} {metrics[k]}" for k in names if k in metrics)
+
+
+def table(report: dict | None) -> str:
+    available = set(runner.discover())
+    results = (report or {}).get("results", {})
+    preset = (report or {}).get("preset", "")
+    lines = ["| paper | arXiv | family | experiment | status | measured (preset " + (preset or "-") + ") |", "|---|---|---|---|---|---|"]
+    for paper in PAPERS:
+        for exp in paper.experiments:
+            res = results.get(exp)
+            if exp not in available:
+                status, numbers = "planned", ""
+            elif res is None or preset not in ("cpu", "gpu", "tpu"):
+                status, numbers = "implemented", ""
+            elif "claim" not in res:
+                status, numbers = f"run {res.get('status', 'error')}", ""
+            else:
+                status = f"claim {'reproduced' if res.get('passed') else 'not reproduced'} ({preset})"
+                numbers = _numbers(res)
+            lines.append(f"| {paper.title} | [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}) | {paper.family} | `{exp}` | {status} | {numbers} |")
+    return "\n".join(lines)
+
+
+def update_readme(readme: Path, report: dict | None) -> None:
+    text = readme.read_text()
+    if START not in text or END not in text:
+        raise ValueError(f"{readme} has no {START} ... {END} markers.")
+    new = re.sub(re.escape(START) + r".*?" + re.escape(END), START + "\n" + table(report) + "\n" + END, text, flags=re.S)
+    readme.write_text(new)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m experiments.readme_table")
+    parser.add_argument("report", nargs="?", default=None, help="report.json of a paper-set run (cpu preset)")
+    parser.add_argument("--readme", default="README.md")
+    args = parser.parse_args(argv)
+    report = json.loads(Path(args.report).read_text()) if args.report else None
+    update_readme(Path(args.readme), report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,30 @@
+"""Smoke runs of the foundation experiments (default suite) and their cpu-preset claims (slow)."""
+
+import math
+
+import pytest
+
+from experiments.run import run_experiment
+
+
+def _check_results(result, out):
+    for key in ("experiment", "preset", "claim", "passed", "metrics", "seconds", "versions"):
+        assert key in result
+    assert result["metrics"] and all(math.isfinite(v) for v in result["metrics"].values())
+    assert (out / "results.json").exists()
+    for plot in result["plots"]:
+        assert (out / plot).exists()
+
+
+@pytest.mark.parametrize("slug", ["cfm", "ot-cfm"])
+def test_smoke(slug, tmp_path):
+    result = run_experiment(slug, "smoke", out_dir=tmp_path)
+    _check_results(result, tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("slug", ["cfm", "ot-cfm"])
+def test_cpu_claim(slug, tmp_path):
+    result = run_experiment(slug, "cpu", out_dir=tmp_path)
+    _check_results(result, tmp_path)
+    assert result["passed"], result["metrics"]

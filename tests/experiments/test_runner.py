@@ -1,0 +1,73 @@
+"""The experiment runner and the paper-set runner: config validation, results, report counts, resume."""
+
+import json
+
+import pytest
+
+from experiments import paperset
+from experiments import run as runner
+
+
+def test_discovery_lists_foundation_experiments():
+    found = runner.discover()
+    assert "cfm" in found and found["ot-cfm"] == "ot_cfm"
+
+
+def test_unknown_preset_and_experiment_fail_with_suggestions():
+    with pytest.raises(ValueError, match="unknown preset"):
+        runner.load_config("cfm", "laptop")
+    with pytest.raises(ValueError, match="Did you mean ot-cfm"):
+        runner.resolve("ot-cmf")
+
+
+def test_set_overrides_are_validated():
+    cfg = runner.load_config("ot-cfm", "smoke", ["steps=7", "learning_rate=0.01", "seeds=(3, 4)"])
+    assert cfg.steps == 7 and cfg.learning_rate == 0.01 and tuple(cfg.seeds) == (3, 4)
+    with pytest.raises(ValueError, match="Did you mean steps"):
+        runner.load_config("ot-cfm", "smoke", ["stepz=7"])
+    with pytest.raises(ValueError, match="expected a value of type int"):
+        runner.load_config("ot-cfm", "smoke", ["steps=fast"])
+    with pytest.raises(ValueError, match="key=value"):
+        runner.load_config("ot-cfm", "smoke", ["steps"])
+    cfg = runner.load_config("cfm", "smoke", ["toy.steps=5"])
+    assert cfg.toy.steps == 5
+    with pytest.raises(ValueError, match="unknown key"):
+        runner.load_config("cfm", "smoke", ["toy.stepz=5"])
+
+
+def test_cli_reports_bad_set_without_traceback(capsys):
+    assert runner.main(["ot-cfm", "--preset", "smoke", "--set", "bogus=1"]) == 2
+    assert "unknown key 'bogus'" in capsys.readouterr().err
+
+
+def test_unwritable_output_dir_is_detected_before_work(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(OSError):
+        runner.check_output_dir(blocker / "sub")
+
+
+def _fake_result(path, passed):
+    path.mkdir(parents=True, exist_ok=True)
+    payload = {"experiment": path.name, "preset": "cpu", "claim": "c", "passed": passed, "metrics": {"m": 1.0}, "seconds": 1.0, "plots": []}
+    (path / "results.json").write_text(json.dumps(payload))
+
+
+def test_paperset_counts_failures_and_resumes(tmp_path):
+    _fake_result(tmp_path / "cfm", True)
+    _fake_result(tmp_path / "ot-cfm", False)
+    # Both have results: nothing is rerun (resume), even with a bad override that would fail.
+    results = paperset.collect(["cfm", "ot-cfm"], "cpu", tmp_path, force=False, timeout=60, progress=False, overrides=["bogus=1"])
+    assert not (tmp_path / "cfm" / "log.txt").exists()
+    report = paperset.write_report(tmp_path, "cpu", results, set(runner.discover()))
+    s = report["summary"]
+    assert (s["passed"], s["failed"], s["errors"]) == (1, 1, 0)
+    assert s["not_implemented"] == s["experiments"] - s["ran"] - s["not_run"]
+    # A failing run (here: a bad override makes the subprocess exit with an error) is recorded, not raised.
+    results = paperset.collect(["ot-cfm"], "cpu", tmp_path, force=True, timeout=120, progress=False, overrides=["bogus=1"])
+    assert results["ot-cfm"]["status"] == "error" and "bogus" in results["ot-cfm"]["log_tail"]
+    results["cfm"] = json.loads((tmp_path / "cfm" / "results.json").read_text())
+    report = paperset.write_report(tmp_path, "cpu", results, set(runner.discover()))
+    assert (report["summary"]["passed"], report["summary"]["errors"]) == (1, 1)
+    text = (tmp_path / "report.md").read_text()
+    assert "ot-cfm`: error" in text and (tmp_path / "report.html").exists()
