@@ -27,6 +27,14 @@ from flowjax.losses.meanflow import meanflow_time_pairs
 from flowjax.losses.shortcut import shortcut
 from flowjax.losses.snapflow import snapflow
 from flowjax.losses.splitmeanflow import splitmeanflow
+from flowjax.losses.kdiff import kdiff
+from flowjax.losses.pafm import pafm
+from flowjax.losses.sbcfm import icfm
+from flowjax.losses.sbcfm import sbcfm
+from flowjax.losses.sbcfm import target_cfm
+from flowjax.losses.sbcfm import vpcfm
+from flowjax.losses.vecor import vecor
+from flowjax.losses.wcfm import wcfm
 
 __all__ = [
     "bifm",
@@ -56,4 +64,12 @@ __all__ = [
     "shortcut",
     "snapflow",
     "splitmeanflow",
+    "icfm",
+    "kdiff",
+    "pafm",
+    "sbcfm",
+    "target_cfm",
+    "vpcfm",
+    "vecor",
+    "wcfm",
 ]
