@@ -1,0 +1,11 @@
+"""Conditional and structured generation: FMPose3D pose lifting, PUFM++ point-cloud upsampling,
+SCOOP scene flow, Action Flow Matching. Submodules: ``pose``, ``pointcloud``, ``sceneflow``,
+``action``, ``nets`` (small toy-scale nets)."""
+
+from flowjax.structured import nets
+from flowjax.structured import pose
+
+__all__ = [
+    "nets",
+    "pose",
+]
