@@ -4,8 +4,10 @@ SCOOP scene flow, Action Flow Matching. Submodules: ``pose``, ``pointcloud``, ``
 
 from flowjax.structured import nets
 from flowjax.structured import pose
+from flowjax.structured import sceneflow
 
 __all__ = [
     "nets",
     "pose",
+    "sceneflow",
 ]
