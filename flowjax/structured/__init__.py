@@ -3,11 +3,13 @@ SCOOP scene flow, Action Flow Matching. Submodules: ``pose``, ``pointcloud``, ``
 ``action``, ``nets`` (small toy-scale nets)."""
 
 from flowjax.structured import nets
+from flowjax.structured import pointcloud
 from flowjax.structured import pose
 from flowjax.structured import sceneflow
 
 __all__ = [
     "nets",
+    "pointcloud",
     "pose",
     "sceneflow",
 ]
