@@ -59,6 +59,8 @@ class AffinePath:
       name: a short identifier (``"linear"``, ``"cosine"``, ...).
       alpha, sigma: the schedule, functions of a time array (elementwise).
       d_alpha, d_sigma: their time derivatives.
+      inv_log_snr: optional closed-form inverse of :meth:`log_snr`, ``lambda -> t`` (``None``: the
+        inverse is found by bisection, see :meth:`time_from_log_snr`; lambda must be increasing).
     """
 
     name: str
@@ -66,6 +68,7 @@ class AffinePath:
     sigma: ScalarFn
     d_alpha: ScalarFn
     d_sigma: ScalarFn
+    inv_log_snr: ScalarFn | None = None
 
     # -- sampling --------------------------------------------------------------------------
     def sample(self, x0: Array, x1: Array, t: ArrayLike) -> tuple[Array, Array]:
@@ -84,6 +87,28 @@ class AffinePath:
         """``d lambda / dt = alpha'/alpha - sigma'/sigma``."""
         t = jnp.asarray(t)
         return self.d_alpha(t) / self.alpha(t) - self.d_sigma(t) / self.sigma(t)
+
+    def time_from_log_snr(self, lam: ArrayLike) -> Array:
+        """Inverse of :meth:`log_snr`: the time ``t`` with ``lambda_t = lam`` (elementwise).
+
+        Uses ``inv_log_snr`` when the path has one, otherwise 80 bisection steps on ``[0, 1]``
+        (exact to the float resolution; needs ``lambda_t`` increasing, which holds for every path
+        here). Values of ``lam`` outside ``(lambda_0, lambda_1)`` clip to the end points.
+        """
+        lam = jnp.asarray(lam)
+        if not jnp.issubdtype(lam.dtype, jnp.floating):
+            lam = lam.astype(float)
+        if self.inv_log_snr is not None:
+            return self.inv_log_snr(lam)
+
+        def body(_, bounds):
+            lo, hi = bounds
+            mid = 0.5 * (lo + hi)
+            below = self.log_snr(mid) < lam
+            return jnp.where(below, mid, lo), jnp.where(below, hi, mid)
+
+        lo, hi = jax.lax.fori_loop(0, 80, body, (jnp.zeros_like(lam), jnp.ones_like(lam)))
+        return 0.5 * (lo + hi)
 
     # -- conversions between predictions --------------------------------------------------
     def to_data_and_noise(self, pred: Array, x_t: Array, t: ArrayLike, prediction: Prediction) -> tuple[Array, Array]:
@@ -140,6 +165,7 @@ def linear_path() -> AffinePath:
         sigma=lambda t: 1.0 - t,
         d_alpha=lambda t: jnp.ones_like(t),
         d_sigma=lambda t: -jnp.ones_like(t),
+        inv_log_snr=jax.nn.sigmoid,
     )
 
 
@@ -152,6 +178,7 @@ def cosine_path() -> AffinePath:
         sigma=lambda t: jnp.cos(half_pi * t),
         d_alpha=lambda t: half_pi * jnp.cos(half_pi * t),
         d_sigma=lambda t: -half_pi * jnp.sin(half_pi * t),
+        inv_log_snr=lambda lam: jnp.arctan(jnp.exp(lam)) / half_pi,
     )
 
 
@@ -187,7 +214,17 @@ def vp_path(beta_min: float = 0.1, beta_max: float = 20.0) -> AffinePath:
         a = alpha(t)
         return -a * d_alpha(t) / jnp.maximum(sigma(t), jnp.finfo(jnp.result_type(t, float)).tiny ** 0.5)
 
-    return AffinePath(name="vp", alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma)
+    def inv_log_snr(lam):
+        # alpha^2 = sigmoid(2 lam), and log alpha = -(beta_min tau + db tau^2 / 2) / 2 is a quadratic
+        # in tau = 1 - t; take its non-negative root (tau = 0 <=> alpha = 1).
+        log_alpha = 0.5 * jax.nn.log_sigmoid(2.0 * lam)
+        if db == 0.0:
+            tau = -2.0 * log_alpha / beta_min
+        else:
+            tau = (-beta_min + jnp.sqrt(beta_min**2 - 4.0 * db * log_alpha)) / db
+        return jnp.clip(1.0 - tau, 0.0, 1.0)
+
+    return AffinePath(name="vp", alpha=alpha, sigma=sigma, d_alpha=d_alpha, d_sigma=d_sigma, inv_log_snr=inv_log_snr)
 
 
 def polynomial_path(n: float = 2.0) -> AffinePath:
@@ -200,6 +237,7 @@ def polynomial_path(n: float = 2.0) -> AffinePath:
         sigma=lambda t: 1.0 - t**n,
         d_alpha=lambda t: n * t ** (n - 1),
         d_sigma=lambda t: -n * t ** (n - 1),
+        inv_log_snr=lambda lam: jax.nn.sigmoid(lam) ** (1.0 / n),
     )
 
 

@@ -1,7 +1,9 @@
 """Losses: one pure function per method, ``loss(model_fn, key, x1, *, ...) -> (loss, aux)``."""
 
 from flowjax.losses.cfm import cfm
+from flowjax.losses.denoising import denoising_loss
 
 __all__ = [
     "cfm",
+    "denoising_loss",
 ]

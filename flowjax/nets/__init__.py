@@ -1,21 +1,37 @@
 """Velocity networks (Flax) and their shared helpers, each used through a pure ``apply``."""
 
+from flowjax.nets.causal_transformer import CausalTransformer
+from flowjax.nets.causal_transformer import init_kv_cache
+from flowjax.nets.dit import DiT
 from flowjax.nets.embeddings import pair_time_embedding
+from flowjax.nets.embeddings import sincos_embedding_1d
+from flowjax.nets.embeddings import sincos_embedding_2d
 from flowjax.nets.embeddings import timestep_embedding
 from flowjax.nets.mlp import MLP
 from flowjax.nets.mlp import TimeEmbedding
 from flowjax.nets.mlp import count_params
 from flowjax.nets.mlp import drop_labels
 from flowjax.nets.mlp import init_params
+from flowjax.nets.st_transformer import STTransformer
+from flowjax.nets.transformer_layers import LOGICAL_AXIS_RULES
+from flowjax.nets.transformer_layers import param_shardings
 from flowjax.nets.unet import UNet
 
 __all__ = [
+    "LOGICAL_AXIS_RULES",
+    "CausalTransformer",
+    "DiT",
     "MLP",
+    "STTransformer",
     "TimeEmbedding",
     "UNet",
     "count_params",
     "drop_labels",
+    "init_kv_cache",
     "init_params",
     "pair_time_embedding",
+    "param_shardings",
+    "sincos_embedding_1d",
+    "sincos_embedding_2d",
     "timestep_embedding",
 ]

@@ -46,6 +46,29 @@ class TimeEmbedding(nn.Module):
         return nn.silu(emb)
 
 
+def condition_embedding(module: nn.Module, x: Array, times: tuple[Array, ...], c: Array | None) -> Array:
+    """Time (and label) embedding shared by the velocity nets; call inside a compact ``__call__``.
+
+    ``module`` must have ``two_times``, ``time_dim``, ``time_mode``, ``zero_init_second_time`` and
+    ``num_classes``. Returns ``(n, time_dim)``; submodules are registered on ``module``
+    (``TimeEmbedding_0`` and ``label_emb``).
+    """
+    expected = 2 if module.two_times else 1
+    if len(times) != expected:
+        raise ValueError(f"{type(module).__name__}(two_times={module.two_times}) takes {expected} time argument(s), got {len(times)}.")
+    if module.time_mode not in ("st", "t_dt"):
+        raise ValueError(f"`time_mode` must be 'st' or 't_dt', got {module.time_mode!r}.")
+    n = x.shape[0]
+    t = jnp.broadcast_to(jnp.asarray(times[-1], x.dtype), (n,))
+    s = jnp.broadcast_to(jnp.asarray(times[0], x.dtype), (n,)) if module.two_times else None
+    emb = TimeEmbedding(module.time_dim, module.time_mode, module.zero_init_second_time)(t, s)
+    if module.num_classes > 0:
+        if c is None:
+            c = jnp.full((n,), module.num_classes, jnp.int32)
+        emb = emb + nn.Embed(module.num_classes + 1, module.time_dim, name="label_emb")(c)
+    return emb
+
+
 class MLP(nn.Module):
     """``[x, emb(t)] -> depth x (Dense(hidden) + act) -> Dense(d)``, time re-injected at every layer.
 
@@ -73,19 +96,8 @@ class MLP(nn.Module):
 
     @nn.compact
     def __call__(self, x: Array, *times: Array, c: Array | None = None) -> Array:
-        expected = 2 if self.two_times else 1
-        if len(times) != expected:
-            raise ValueError(f"MLP(two_times={self.two_times}) takes {expected} time argument(s), got {len(times)}.")
-        if self.time_mode not in ("st", "t_dt"):
-            raise ValueError(f"`time_mode` must be 'st' or 't_dt', got {self.time_mode!r}.")
         n = x.shape[0]
-        t = jnp.broadcast_to(jnp.asarray(times[-1], x.dtype), (n,))
-        s = jnp.broadcast_to(jnp.asarray(times[0], x.dtype), (n,)) if self.two_times else None
-        temb = TimeEmbedding(self.time_dim, self.time_mode, self.zero_init_second_time)(t, s)
-        if self.num_classes > 0:
-            if c is None:
-                c = jnp.full((n,), self.num_classes, jnp.int32)
-            temb = temb + nn.Embed(self.num_classes + 1, self.time_dim, name="label_emb")(c)
+        temb = condition_embedding(self, x, times, c)
         h = x.reshape(n, -1)
         out_dim = self.out_dim or h.shape[1]
         for i in range(self.depth):

@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from flowjax.nets.mlp import TimeEmbedding
+from flowjax.nets.mlp import condition_embedding
 
 
 def _groups(channels: int) -> int:
@@ -52,17 +52,8 @@ class UNet(nn.Module):
             raise ValueError(f"UNet expects images of shape (n, H, W, C), got {x.shape}.")
         if x.shape[1] % 2 or x.shape[2] % 2:
             raise ValueError(f"UNet needs even H and W, got {x.shape[1:3]}.")
-        expected = 2 if self.two_times else 1
-        if len(times) != expected:
-            raise ValueError(f"UNet(two_times={self.two_times}) takes {expected} time argument(s), got {len(times)}.")
         n = x.shape[0]
-        t = jnp.broadcast_to(jnp.asarray(times[-1], x.dtype), (n,))
-        s = jnp.broadcast_to(jnp.asarray(times[0], x.dtype), (n,)) if self.two_times else None
-        emb = TimeEmbedding(self.time_dim, self.time_mode, self.zero_init_second_time)(t, s)
-        if self.num_classes > 0:
-            if c is None:
-                c = jnp.full((n,), self.num_classes, jnp.int32)
-            emb = emb + nn.Embed(self.num_classes + 1, self.time_dim)(c)
+        emb = condition_embedding(self, x, times, c)
         c1, c2 = self.channels, 2 * self.channels
         h0 = nn.Conv(c1, (3, 3))(x)
         h1 = ResBlock(c1)(h0, emb)
