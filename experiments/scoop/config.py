@@ -8,6 +8,9 @@ Claim:     On synthetic piecewise-rigid scenes (ground + 2-3 moving boxes/sphere
            and nearest-neighbour flow (a) (SCOOP, arXiv 2211.14020; spec scoop.md §5).
 Pass:      EPE(d) <= 0.7 EPE(b); EPE(d) < EPE(c); Acc3DR(d) > Acc3DR(a); Outliers(d) < Outliers(a).
 Deviations (budget): n = m = 512 points (spec 1024), one conv per SetConv layer (code 3), batch 1.
+Measured:  (cpu preset, seed 0):
+           EPE a 0.193, b 0.231, c 0.140, d 0.151; Acc3DR a 0.227, d 0.322;
+           outliers a 0.997, d 0.9995 -> FAILS EPE(d)<EPE(c) and Out(d)<Out(a).
 """
 
 import ml_collections
