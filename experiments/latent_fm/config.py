@@ -1,7 +1,7 @@
 """latent-fm: class-conditional flow matching in a learned autoencoder latent vs in pixel space (8x8 digits).
 
 Command:   python -m experiments.run latent-fm --preset cpu
-Hardware:  any CPU (smoke ~20 s, cpu ~2-3 min on 2 loaded cores); gpu/tpu presets train longer.
+Hardware:  any CPU (smoke ~60 s incl. compile, cpu ~5-6 min measured on 2 heavily shared cores); gpu/tpu presets train longer.
 Claim:     Latent FM (Dao et al. 2307.08698) matches pixel FM quality at lower cost: with a small conv
            autoencoder (8-d latent, scaled to unit std), a latent MLP FM reaches digits FD <= 1.3x the
            pixel MLP FM's FD at <= 0.3x its training MACs, and CFG (w=1.5) samples of both are classified
@@ -18,10 +18,10 @@ CLAIM = ("Latent FM matches pixel FM quality at lower cost on digits: FD(latent)
 
 def get_config(preset: str) -> ml_collections.ConfigDict:
     cfg = ml_collections.ConfigDict()
-    cfg.ae = ml_collections.ConfigDict(dict(latent_dim=8, channels=16, steps=1000, batch_size=256, learning_rate=2e-3))
+    cfg.ae = ml_collections.ConfigDict(dict(latent_dim=8, channels=16, steps=600, batch_size=256, learning_rate=2e-3))
     cfg.pixel = ml_collections.ConfigDict(dict(hidden=256, depth=3))
     cfg.latent = ml_collections.ConfigDict(dict(hidden=128, depth=3))
-    cfg.fm = ml_collections.ConfigDict(dict(steps=1500, batch_size=256, learning_rate=1e-3, label_dropout=0.1))
+    cfg.fm = ml_collections.ConfigDict(dict(steps=2500, batch_size=256, learning_rate=1e-3, label_dropout=0.1))
     cfg.eval = ml_collections.ConfigDict(dict(per_class=100, guidance=1.5, ode_solver="heun", ode_steps=25))
     cfg.seed = 0
     if preset == "smoke":

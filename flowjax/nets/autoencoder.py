@@ -64,6 +64,12 @@ class ConvAutoencoder(nn.Module):
         return self.decode(self.encode(x))
 
 
+def _row(v: Any, like: Array) -> Array:
+    """Per-dimension (or scalar) scale/shift broadcast explicitly against a batch ``like``."""
+    v = jnp.asarray(v, like.dtype)
+    return v.reshape((1,) * (like.ndim - v.ndim) + v.shape)
+
+
 @dataclasses.dataclass(frozen=True)
 class LatentAutoencoder:
     """A frozen autoencoder with latent normalisation ``z = scale * (E(x) - shift)``.
@@ -81,12 +87,12 @@ class LatentAutoencoder:
         """Scaled latent ``scale * (E(x) - shift)``."""
         check_float_array("x", x, min_ndim=2)
         raw = self.module.apply(self.params, x, method="encode")
-        return (raw - jnp.asarray(self.shift, raw.dtype)) * jnp.asarray(self.scale, raw.dtype)
+        return (raw - _row(self.shift, raw)) * _row(self.scale, raw)
 
     def decode(self, z: Array) -> Array:
         """Image ``D(z / scale + shift)``."""
         check_float_array("z", z, min_ndim=2)
-        raw = z / jnp.asarray(self.scale, z.dtype) + jnp.asarray(self.shift, z.dtype)
+        raw = z / _row(self.scale, z) + _row(self.shift, z)
         return self.module.apply(self.params, raw, method="decode")
 
     def with_latent_scaling(self, x: Array, *, per_dim: bool = True) -> "LatentAutoencoder":
