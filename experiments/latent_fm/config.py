@@ -1,7 +1,7 @@
 """latent-fm: class-conditional flow matching in a learned autoencoder latent vs in pixel space (8x8 digits).
 
 Command:   python -m experiments.run latent-fm --preset cpu
-Hardware:  any CPU (smoke ~60 s incl. compile, cpu ~5-6 min measured on 2 heavily shared cores); gpu/tpu presets train longer.
+Hardware:  any CPU (smoke ~60 s incl. compile, cpu measured 389 s on 2 heavily shared cores (AE 122 s)); gpu/tpu presets train longer.
 Claim:     Latent FM (Dao et al. 2307.08698) matches pixel FM quality at lower cost: with a small conv
            autoencoder (8-d latent, scaled to unit std), a latent MLP FM reaches digits FD <= 1.3x the
            pixel MLP FM's FD at <= 0.3x its training MACs, and CFG (w=1.5) samples of both are classified

@@ -1,7 +1,7 @@
 """repa-tora: representation alignment (REPA cosine, TORA CKA) speeds up FM convergence on 8x8 digits.
 
 Command:   python -m experiments.run repa-tora --preset cpu
-Hardware:  any CPU (smoke ~60 s incl. compile, cpu ~5 min measured on 2 heavily shared cores).
+Hardware:  any CPU (smoke ~60 s incl. compile, cpu measured 550 s on 2 heavily shared cores, ~3 runs x 1500 steps).
 Claim:     Aligning an intermediate layer of the FM student (an MLP; not the DiT) to the frozen project
            digits classifier's 64-d features of the clean image (TORA linear CKA, lambda=0.5) reaches the
            unaligned run's final digits FD in <= 0.6x the steps and ends with a lower FD (spec tora.md
