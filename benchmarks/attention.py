@@ -125,7 +125,7 @@ def run(
                         try:
                             sec, comp = _time(_mode_fn(f, mode), args, iters)
                             row.update(ms=sec * 1e3, compile_s=comp, tflops=FLOP_FACTOR[mode] * flops / sec / 1e12)
-                            log(f"{impl:8s} {mode:8s} N={n:6d} D={d:4d} causal={causal!s:5s} {sec * 1e3:9.3f} ms {row['tflops']:7.1f} TFLOP/s")
+                            log(f"{impl:8s} {mode:8s} N={n:6d} D={d:4d} causal={causal!s:5s} {sec * 1e3:9.3f} ms {row['tflops']:9.4f} TFLOP/s")
                         except Exception as e:  # noqa: BLE001 - a benchmark records failures
                             row["error"] = f"{type(e).__name__}: {str(e).splitlines()[0][:300] if str(e) else ''}"
                             log(f"{impl:8s} {mode:8s} N={n:6d} D={d:4d} causal={causal!s:5s} ERROR {row['error']}")
@@ -181,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--modes", default=",".join(MODES))
     ap.add_argument("--dtype", default="bfloat16")
     ap.add_argument("--tokens", type=int, default=16384, help="batch * seq per configuration")
+    ap.add_argument("--model-dim", type=int, default=2048, help="heads * head_dim per configuration")
     ap.add_argument("--iters", type=int, default=10)
     ap.add_argument("--budget-s", type=float, default=None, help="skip remaining cases after this many seconds")
     ap.add_argument("--quick", action="store_true", help="seq 1k/4k/16k, 5 iters (the gpu_check sweep)")
@@ -196,8 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     if backend not in ("gpu", "tpu"):
         print(f"Backend is {backend!r}: the Pallas path needs an accelerator (GPU/TPU); timing the XLA path only, at small sizes.")
         impls = ["xla"]
-        seqs = [s for s in (args.seqs or [256, 512]) if s <= 1024]
-        args.tokens = min(args.tokens, 1024)
+        seqs = [s for s in (args.seqs or [128, 256]) if s <= 1024]
+        args.tokens = min(args.tokens, 256)
+        args.model_dim = 256
         args.head_dims = [64]
         args.dtype = "float32"
         iters = min(iters, 3)
@@ -209,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
         modes=modes,
         dtype=args.dtype,
         tokens=args.tokens,
+        model_dim=args.model_dim,
         iters=iters,
         budget_s=args.budget_s,
     )

@@ -31,6 +31,19 @@ gradient of a loss through the primal of a ``jax.jvp`` runs all of them. Second 
 *through the tangent* (a gradient that flows into a JVP output that is not stop-gradiented, or a
 Hessian) are correct but use the unfused jnp reference for that term (seq x seq memory).
 
+Why two kernels for ``jax.jvp`` (flash forward, then the tangent pass) rather than one kernel that
+carries the tangent through the online softmax: reverse mode needs the primal to be computable
+without the tangent inputs (JAX linearises by splitting known primal work from unknown tangent
+work), so a fused (O, dO) kernel could not serve ``jax.grad`` or a MeanFlow gradient. The cost is
+one extra ``Q K^T`` per tile and a second read of Q, K, V (7 vs 6 tile matmuls).
+
+Backends: ``"pallas"`` on GPU lowers through Triton (``pallas.triton.CompilerParams`` is passed
+explicitly, since JAX >= 0.7 defaults GPU Pallas to Mosaic GPU); the Pallas -> Triton lowering of
+all four kernels is checked on CPU by cross-lowering for CUDA (tests), but PTX compilation and
+speed need a GPU (``benchmarks/gpu_check.sh``). On TPU (Mosaic) the arrays are transposed to
+``[batch, heads, seq, head_dim]``; the block shapes pass Pallas' TPU checks, but the kernels have
+not been compiled on a TPU, and they keep one head's full K/V in VMEM (moderate lengths only).
+
 Conventions: layout ``[batch, seq, heads, head_dim]``; GQA/MQA when the KV heads divide the
 query heads; causal masking is top-left aligned like ``jax.nn.dot_product_attention`` (query ``i``
 sees keys ``j <= i + q_offset``); a query row with no allowed key returns 0 (and gradient 0).
@@ -41,7 +54,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -120,7 +133,7 @@ class BlockSizes:
     @classmethod
     def get_default(cls, backend: str | None = None, *, head_dim: int = 64) -> "BlockSizes":
         """Defaults per backend: ``"gpu"`` (H100-class, Triton), ``"tpu"``, or ``"cpu"`` (interpret)."""
-        backend = backend or jax.default_backend()
+        backend = backend or _backend()
         if backend in ("gpu", "cuda", "rocm"):
             if head_dim <= 64:
                 return cls(128, 64, 64, 64, 64, 64, 64, 64, num_warps=4, num_stages=3)
@@ -143,7 +156,7 @@ class _Cfg(NamedTuple):
     causal: bool
     kv_len: int  # number of real (unpadded) KV entries; entries >= kv_len are invalid
     has_mask: bool
-    has_qpos: bool  # explicit query positions (q_offset or KV routing); else arange
+    has_qpos: bool  # explicit query positions (q_offset, q_positions or KV routing); else arange
     has_kvpos: bool  # explicit KV positions (KV routing; -1 = padding); else arange
     groups: int  # query heads per KV head
     blocks: BlockSizes
@@ -166,12 +179,13 @@ def _tile_allowed(cfg: _Cfg, qpos, kpos, mask_tile):
     def _and(a, b):
         return b if a is None else jnp.logical_and(a, b)
 
+    shape = (qpos.shape[0], kpos.shape[1])  # qpos is a (bq, 1) column, kpos a (1, bk) row
     if cfg.has_kvpos:
-        allowed = _and(allowed, jnp.broadcast_to((kpos >= 0)[None, :], (qpos.shape[0], kpos.shape[0])))
+        allowed = _and(allowed, jnp.broadcast_to(kpos >= 0, shape))
     else:
-        allowed = _and(allowed, jnp.broadcast_to((kpos < cfg.kv_len)[None, :], (qpos.shape[0], kpos.shape[0])))
+        allowed = _and(allowed, jnp.broadcast_to(kpos < cfg.kv_len, shape))
     if cfg.causal:
-        allowed = _and(allowed, qpos[:, None] >= kpos[None, :])
+        allowed = _and(allowed, qpos >= kpos)
     if mask_tile is not None:
         allowed = _and(allowed, mask_tile != 0)
     return allowed
@@ -205,8 +219,17 @@ def _maybe_skip(cfg: _Cfg, allowed, compute, carry):
 
 
 # ----------------------------------------------------------------------------------------------
-# Kernels. Refs are 2-D (seq, head_dim) or 1-D (seq,) views chosen by the BlockSpecs.
+# Kernels. Every ref and value is 2-D (TPU-friendly): tiles (seq, head_dim), row statistics and
+# query positions as (seq, 1) columns, KV positions as (1, seq) rows.
 # ----------------------------------------------------------------------------------------------
+
+
+def _qcol(i, bq: int):
+    return i * bq + lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
+
+
+def _krow(start, bk: int):
+    return start + lax.broadcasted_iota(jnp.int32, (1, bk), 1)
 
 
 def _split_refs(refs, cfg: _Cfg, n_main: int):
@@ -223,11 +246,11 @@ def _fwd_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
     i = pl.program_id(0)
     n_kv = k_ref.shape[0] // bk
     q = q_ref[...]
-    qpos = qpos_ref[...] if cfg.has_qpos else i * bq + jnp.arange(bq, dtype=jnp.int32)
+    qpos = qpos_ref[...] if cfg.has_qpos else _qcol(i, bq)
 
     def body(j, carry):
         ks = pl.multiple_of(j * bk, bk)
-        kpos = kvpos_ref[pl.ds(ks, bk)] if cfg.has_kvpos else ks + jnp.arange(bk, dtype=jnp.int32)
+        kpos = kvpos_ref[:, pl.ds(ks, bk)] if cfg.has_kvpos else _krow(ks, bk)
         mtile = mask_ref[:, pl.ds(ks, bk)] if cfg.has_mask else None
         allowed = _tile_allowed(cfg, qpos, kpos, mtile)
 
@@ -238,25 +261,25 @@ def _fwd_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
             s = _dot(q, k, trans_b=True) * cfg.scale
             if allowed is not None:
                 s = jnp.where(allowed, s, _NEG)
-            m_new = jnp.maximum(m_prev, jnp.max(s, axis=1))
+            m_new = jnp.maximum(m_prev, jnp.max(s, axis=1, keepdims=True))
             alpha = jnp.exp(m_prev - m_new)
-            p = jnp.exp(s - m_new[:, None])
+            p = jnp.exp(s - m_new)
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
-            l_new = alpha * l_prev + jnp.sum(p, axis=1)
-            acc = alpha[:, None] * acc + _dot(p.astype(v.dtype), v)
+            l_new = alpha * l_prev + jnp.sum(p, axis=1, keepdims=True)
+            acc = alpha * acc + _dot(p.astype(v.dtype), v)
             return acc, m_new, l_new
 
         return _maybe_skip(cfg, allowed, compute, carry)
 
     init = (
         jnp.zeros((bq, q.shape[-1]), jnp.float32),
-        jnp.full((bq,), _NEG, jnp.float32),
-        jnp.zeros((bq,), jnp.float32),
+        jnp.full((bq, 1), _NEG, jnp.float32),
+        jnp.zeros((bq, 1), jnp.float32),
     )
     acc, m, l = lax.fori_loop(0, _kv_loop_bound(cfg, i, bq, bk, n_kv), body, init)
     has = l > 0.0
-    o_ref[...] = (acc / jnp.where(has, l, 1.0)[:, None]).astype(o_ref.dtype)
+    o_ref[...] = (acc / jnp.where(has, l, 1.0)).astype(o_ref.dtype)
     lse_ref[...] = jnp.where(has, m + jnp.log(jnp.where(has, l, 1.0)), jnp.inf)
 
 
@@ -270,11 +293,11 @@ def _tangent_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
     q = q_ref[...]
     dq = dq_ref[...]
     lse = lse_ref[...]
-    qpos = qpos_ref[...] if cfg.has_qpos else i * bq + jnp.arange(bq, dtype=jnp.int32)
+    qpos = qpos_ref[...] if cfg.has_qpos else _qcol(i, bq)
 
     def body(j, carry):
         ks = pl.multiple_of(j * bk, bk)
-        kpos = kvpos_ref[pl.ds(ks, bk)] if cfg.has_kvpos else ks + jnp.arange(bk, dtype=jnp.int32)
+        kpos = kvpos_ref[:, pl.ds(ks, bk)] if cfg.has_kvpos else _krow(ks, bk)
         mtile = mask_ref[:, pl.ds(ks, bk)] if cfg.has_mask else None
         allowed = _tile_allowed(cfg, qpos, kpos, mtile)
 
@@ -285,20 +308,20 @@ def _tangent_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
             dk = dk_ref[pl.ds(ks, bk), :]
             dv = dv_ref[pl.ds(ks, bk), :]
             s = _dot(q, k, trans_b=True) * cfg.scale
-            p = jnp.exp(s - lse[:, None])
+            p = jnp.exp(s - lse)
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
             ds = (_dot(dq, k, trans_b=True) + _dot(q, dk, trans_b=True)) * cfg.scale
             pds = p * ds
-            mu = mu + jnp.sum(pds, axis=1)
+            mu = mu + jnp.sum(pds, axis=1, keepdims=True)
             acc = acc + _dot(pds.astype(v.dtype), v) + _dot(p.astype(dv.dtype), dv)
             return acc, mu
 
         return _maybe_skip(cfg, allowed, compute, carry)
 
-    init = (jnp.zeros((bq, q.shape[-1]), jnp.float32), jnp.zeros((bq,), jnp.float32))
+    init = (jnp.zeros((bq, q.shape[-1]), jnp.float32), jnp.zeros((bq, 1), jnp.float32))
     acc, mu = lax.fori_loop(0, _kv_loop_bound(cfg, i, bq, bk, n_kv), body, init)
-    t = acc - mu[:, None] * o_ref[...].astype(jnp.float32)
+    t = acc - mu * o_ref[...].astype(jnp.float32)
     t_ref[...] = t.astype(t_ref.dtype)
 
 
@@ -312,11 +335,11 @@ def _dq_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
     do = do_ref[...]
     lse = lse_ref[...]
     delta = delta_ref[...]
-    qpos = qpos_ref[...] if cfg.has_qpos else i * bq + jnp.arange(bq, dtype=jnp.int32)
+    qpos = qpos_ref[...] if cfg.has_qpos else _qcol(i, bq)
 
     def body(j, dq):
         ks = pl.multiple_of(j * bk, bk)
-        kpos = kvpos_ref[pl.ds(ks, bk)] if cfg.has_kvpos else ks + jnp.arange(bk, dtype=jnp.int32)
+        kpos = kvpos_ref[:, pl.ds(ks, bk)] if cfg.has_kvpos else _krow(ks, bk)
         mtile = mask_ref[:, pl.ds(ks, bk)] if cfg.has_mask else None
         allowed = _tile_allowed(cfg, qpos, kpos, mtile)
 
@@ -324,11 +347,11 @@ def _dq_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
             k = k_ref[pl.ds(ks, bk), :]
             v = v_ref[pl.ds(ks, bk), :]
             s = _dot(q, k, trans_b=True) * cfg.scale
-            p = jnp.exp(s - lse[:, None])
+            p = jnp.exp(s - lse)
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
             dp = _dot(do, v, trans_b=True)
-            ds = p * (dp - delta[:, None])
+            ds = p * (dp - delta)
             return dq + _dot(ds.astype(k.dtype), k)
 
         return _maybe_skip(cfg, allowed, compute, dq)
@@ -347,11 +370,11 @@ def _dkv_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
     n_q = q_ref.shape[0] // bq
     k = k_ref[...]
     v = v_ref[...]
-    kpos = kvpos_ref[...] if cfg.has_kvpos else j * bk + jnp.arange(bk, dtype=jnp.int32)
+    kpos = kvpos_ref[...] if cfg.has_kvpos else _krow(j * bk, bk)
 
     def body(i, carry):
         qs = pl.multiple_of(i * bq, bq)
-        qpos = qpos_ref[pl.ds(qs, bq)] if cfg.has_qpos else qs + jnp.arange(bq, dtype=jnp.int32)
+        qpos = qpos_ref[pl.ds(qs, bq), :] if cfg.has_qpos else qs + lax.broadcasted_iota(jnp.int32, (bq, 1), 0)
         mtile = mask_ref[pl.ds(qs, bq), :] if cfg.has_mask else None
         allowed = _tile_allowed(cfg, qpos, kpos, mtile)
 
@@ -359,15 +382,15 @@ def _dkv_kernel(*refs, cfg: _Cfg, bq: int, bk: int):
             dk, dv = carry
             q = q_ref[pl.ds(qs, bq), :]
             do = do_ref[pl.ds(qs, bq), :]
-            lse = lse_ref[pl.ds(qs, bq)]
-            delta = delta_ref[pl.ds(qs, bq)]
+            lse = lse_ref[pl.ds(qs, bq), :]
+            delta = delta_ref[pl.ds(qs, bq), :]
             s = _dot(q, k, trans_b=True) * cfg.scale
-            p = jnp.exp(s - lse[:, None])
+            p = jnp.exp(s - lse)
             if allowed is not None:
                 p = jnp.where(allowed, p, 0.0)
             dv = dv + _dot(p.astype(do.dtype), do, trans_a=True)
             dp = _dot(do, v, trans_b=True)
-            ds = p * (dp - delta[:, None])
+            ds = p * (dp - delta)
             dk = dk + _dot(ds.astype(q.dtype), q, trans_a=True)
             return dk, dv
 
@@ -413,10 +436,10 @@ def _make_spec(cfg: _Cfg, shape, block, head_of, tiled: bool):
 
 
 def _row_spec(block, seq, tiled: bool):
-    """BlockSpec of a [B, H, S] float array (lse, delta) seen as a (block,) vector."""
+    """BlockSpec of a [B, H, S, 1] float array (lse, delta) seen as a (block, 1) column."""
     if tiled:
-        return pl.BlockSpec((None, None, block), lambda g0, b, h: (b, h, g0))
-    return pl.BlockSpec((None, None, seq), lambda g0, b, h: (b, h, 0))
+        return pl.BlockSpec((None, None, block, 1), lambda g0, b, h: (b, h, g0, 0))
+    return pl.BlockSpec((None, None, seq, 1), lambda g0, b, h: (b, h, 0, 0))
 
 
 def _aux_specs(cfg: _Cfg, aux, bq_tile, bk_tile, n_q, n_kv):
@@ -444,8 +467,8 @@ def _aux_specs(cfg: _Cfg, aux, bq_tile, bk_tile, n_q, n_kv):
         qb = bq_tile if bq_tile is not None else n_q
         specs.append(
             pl.BlockSpec(
-                (None, qb),
-                lambda g0, b, h, _b=bqp: (b if _b > 1 else 0, g0 if bq_tile is not None else 0),
+                (None, qb, 1),
+                lambda g0, b, h, _b=bqp: (b if _b > 1 else 0, g0 if bq_tile is not None else 0, 0),
             )
         )
         args.append(qpos)
@@ -454,8 +477,8 @@ def _aux_specs(cfg: _Cfg, aux, bq_tile, bk_tile, n_q, n_kv):
         kb = bk_tile if bk_tile is not None else n_kv
         specs.append(
             pl.BlockSpec(
-                (None, kb),
-                lambda g0, b, h, _b=bkp: (b if _b > 1 else 0, g0 if bk_tile is not None else 0),
+                (None, 1, kb),
+                lambda g0, b, h, _b=bkp: (b if _b > 1 else 0, 0, g0 if bk_tile is not None else 0),
             )
         )
         args.append(kvpos)
@@ -516,7 +539,7 @@ def _flash_fwd(cfg: _Cfg, q, k, v, aux):
     ]
     a_specs, a_args = _aux_specs(cfg, aux, bq, None, n, m)
     out_specs = [_make_spec(cfg, q.shape, bq, lambda hh: hh, True), _row_spec(bq, n, True)]
-    out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((bsz, h, n), jnp.float32)]
+    out_shape = [jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct((bsz, h, n, 1), jnp.float32)]
     o, lse = _call(
         functools.partial(_fwd_kernel, cfg=cfg, bq=bq, bk=bk),
         cfg, grid, in_specs + a_specs, out_specs, out_shape, [q, k, v, *a_args], "flash_fwd", d,
@@ -550,11 +573,10 @@ def _flash_bwd(cfg: _Cfg, q, k, v, aux, o, lse, do, dlse):
     g = cfg.groups
     do = do.astype(q.dtype)
     # Delta_i = rowsum(dO o O) - g_lse_i (the lse cotangent enters like a shift of Delta).
-    seq_axis, head_axis = (2, 1) if cfg.layout == "bhnd" else (1, 2)
     delta = jnp.sum(do.astype(jnp.float32) * o.astype(jnp.float32), axis=-1)
     if cfg.layout != "bhnd":
         delta = jnp.swapaxes(delta, 1, 2)  # [B, H, N]
-    delta = delta - dlse.astype(jnp.float32)
+    delta = delta[..., None] - dlse.astype(jnp.float32)  # [B, H, N, 1]
 
     # dQ: grid over query tiles.
     bq, bk = _blocks(cfg, "dq", n, m)
@@ -593,7 +615,6 @@ def _flash_bwd(cfg: _Cfg, q, k, v, aux, o, lse, do, dlse):
             dk = dk.reshape(bsz, m, hkv, g, d).sum(axis=3)
             dv = dv.reshape(bsz, m, hkv, g, d).sum(axis=3)
         dk, dv = dk.astype(k.dtype), dv.astype(v.dtype)
-    del seq_axis, head_axis
     return dq, dk, dv
 
 
@@ -669,12 +690,12 @@ def _tangent_fn_jvp(cfg, primals, tangents):
 def _allowed_dense(cfg: _Cfg, aux, bsz, h, n, m):
     """Dense [B|1, H|1, N, M] boolean mask equal to what the kernels apply (reference paths only)."""
     mask, qpos, kvpos = aux
-    qp = qpos if cfg.has_qpos else jnp.arange(n, dtype=jnp.int32)[None, :]
-    kp = kvpos if cfg.has_kvpos else jnp.arange(m, dtype=jnp.int32)[None, :]
+    qp = qpos if cfg.has_qpos else jnp.arange(n, dtype=jnp.int32)[None, :, None]  # [Bq, N, 1]
+    kp = kvpos if cfg.has_kvpos else jnp.arange(m, dtype=jnp.int32)[None, None, :]  # [Bk, 1, M]
     valid = (kp >= 0) if cfg.has_kvpos else (kp < cfg.kv_len)
-    allowed = jnp.broadcast_to(valid[:, None, None, :], (valid.shape[0], 1, n, m))
+    allowed = jnp.broadcast_to(valid[:, None], (valid.shape[0], 1, n, m))
     if cfg.causal:
-        allowed = jnp.logical_and(allowed, qp[:, None, :, None] >= kp[:, None, None, :])
+        allowed = jnp.logical_and(allowed, qp[:, None] >= kp[:, None])
     if cfg.has_mask:
         allowed = jnp.logical_and(allowed, mask != 0)
     return allowed
@@ -699,17 +720,17 @@ def _tangent_formula_ref(cfg: _Cfg, q, k, v, o, lse, dq, dk, dv, *, aux):
     f32 = jnp.float32
     s = jnp.einsum("bhnd,bhmd->bhnm", qh.astype(f32), kh.astype(f32)) * cfg.scale
     allowed = _allowed_dense(cfg, aux, bsz, h, n, m)
-    p = jnp.where(allowed, jnp.exp(s - lse[..., None]), 0.0)
+    p = jnp.where(allowed, jnp.exp(s - lse), 0.0)
     ds = (
         jnp.einsum("bhnd,bhmd->bhnm", dqh.astype(f32), kh.astype(f32))
         + jnp.einsum("bhnd,bhmd->bhnm", qh.astype(f32), dkh.astype(f32))
     ) * cfg.scale
     pds = p * ds
-    mu = jnp.sum(pds, axis=-1)
+    mu = jnp.sum(pds, axis=-1, keepdims=True)
     t = (
         jnp.einsum("bhnm,bhmd->bhnd", pds, vh.astype(f32))
         + jnp.einsum("bhnm,bhmd->bhnd", p, dvh.astype(f32))
-        - mu[..., None] * oh.astype(f32)
+        - mu * oh.astype(f32)
     )
     return _from_bhnd(cfg, t).astype(q.dtype)
 
@@ -795,9 +816,14 @@ _LINEAR_CALL_VMAP = _register_linear_call_batching()
 # ----------------------------------------------------------------------------------------------
 
 
+def _backend() -> str:
+    """The platform kernels are built for (tests patch this to cross-lower for CUDA on a CPU)."""
+    return jax.default_backend()
+
+
 def default_implementation() -> str:
     """``"pallas"`` on GPU/TPU, ``"xla"`` elsewhere (interpret mode is for tests only)."""
-    return "pallas" if jax.default_backend() in ("gpu", "tpu") else "xla"
+    return "pallas" if _backend() in ("gpu", "tpu") else "xla"
 
 
 def _round_up(x: int, m: int) -> int:
@@ -920,11 +946,14 @@ def attention(
 
     Differentiation: ``jax.grad`` runs the flash backward kernels, ``jax.jvp`` the forward and
     tangent kernels, and both compose (gradient through the primal of a JVP). Memory is linear in
-    the sequence lengths on the Pallas path (except a user-supplied dense ``mask``).
+    the sequence lengths on the Pallas path, except for a user-supplied dense ``mask`` and for
+    second-order terms through the tangent (a gradient into a JVP output that is not under
+    ``stop_gradient``), which use the unfused reference. A MeanFlow loss (JVP target under
+    ``stop_gradient``) compiles to a program without any seq x seq array (tested).
     """
     _validate(q, k, v, mask, kv_index, scale, implementation, block_sizes, causal)
     impl = implementation or default_implementation()
-    backend = jax.default_backend()
+    backend = _backend()
     if impl == "pallas" and backend not in ("gpu", "tpu"):
         raise ValueError(
             f'implementation="pallas" needs a GPU or TPU backend (got {backend!r}); '
@@ -1001,8 +1030,8 @@ def _attention_dense(q, k, v, mask, qpos, kvpos, causal, scale, impl, block_size
     mask_i8 = None
     if mask is not None:
         mask_i8 = _pad_axis(_pad_axis(mask.astype(jnp.int8), 2, np_), 3, mp)
-    qp = None if qpos is None else _pad_axis(qpos.astype(jnp.int32), 1, np_)
-    kp = None if kvpos is None else _pad_axis(kvpos.astype(jnp.int32), 1, mp, value=-1)
+    qp = None if qpos is None else _pad_axis(qpos.astype(jnp.int32), 1, np_)[:, :, None]  # [Bq, Np, 1]
+    kp = None if kvpos is None else _pad_axis(kvpos.astype(jnp.int32), 1, mp, value=-1)[:, None, :]  # [Bk, 1, Mp]
     layout = "bhnd" if (impl == "pallas" and backend == "tpu") else "bnhd"
     cfg = _Cfg(
         scale=scale,

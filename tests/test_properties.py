@@ -202,14 +202,7 @@ def test_valid_inputs_give_finite_outputs_of_the_right_shape(case):
     run()
 
 
-def _dtype_case(case):
-    marks = ()
-    if case.name in ("samplers.ode", "samplers.log_likelihood"):
-        marks = (pytest.mark.xfail(strict=True, reason="samplers promote a float32 state to float64 when x64 is on"),)
-    return pytest.param(case, id=case.name, marks=marks)
-
-
-@pytest.mark.parametrize("case", [_dtype_case(c) for c in CASES])
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.name)
 def test_outputs_keep_the_input_dtype(case):
     @settings(max_examples=1, deadline=None, derandomize=True, phases=[Phase.explicit, Phase.generate])
     @given(inputs(case.options).filter(lambda i: i.dtype == np.float32))

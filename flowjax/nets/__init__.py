@@ -20,6 +20,10 @@ from flowjax.nets.st_transformer import STTransformer
 from flowjax.nets.transformer_layers import LOGICAL_AXIS_RULES
 from flowjax.nets.transformer_layers import param_shardings
 from flowjax.nets.unet import UNet
+from flowjax.nets.arcflow import ArcFlowMLP
+from flowjax.nets.arcflow import init_arcflow_from_teacher
+from flowjax.nets.lora import apply_lora
+from flowjax.nets.lora import init_lora
 
 __all__ = [
     "LOGICAL_AXIS_RULES",
@@ -42,4 +46,8 @@ __all__ = [
     "sincos_embedding_1d",
     "sincos_embedding_2d",
     "timestep_embedding",
+    "ArcFlowMLP",
+    "init_arcflow_from_teacher",
+    "apply_lora",
+    "init_lora",
 ]

@@ -131,11 +131,14 @@ def ode(
     """
     _validate(x0, t0, t1, steps, times)
     if times is not None:
-        t0, t1 = float(np.asarray(times)[0]), float(np.asarray(times)[-1])
+        times = jnp.asarray(times, x0.dtype)
+        t0, t1 = times[0], times[-1]
+    # Times in the state's dtype, so that a float32 state stays float32 when x64 is enabled.
+    t0, t1 = jnp.asarray(t0, x0.dtype), jnp.asarray(t1, x0.dtype)
     solver_obj, adaptive = get_solver(solver)
     controller, dt0 = _step_controller(adaptive, t0, t1, steps, times, rtol, atol)
     term = diffrax.ODETerm(lambda t, y, args: _call(v_fn, y, t, c))
-    saveat = diffrax.SaveAt(t1=True) if save_at is None else diffrax.SaveAt(ts=jnp.asarray(save_at))
+    saveat = diffrax.SaveAt(t1=True) if save_at is None else diffrax.SaveAt(ts=jnp.asarray(save_at, x0.dtype))
     sol = diffrax.diffeqsolve(
         term, solver_obj, t0=t0, t1=t1, dt0=dt0, y0=x0, stepsize_controller=controller,
         saveat=saveat, max_steps=max_steps if adaptive else None,
@@ -241,6 +244,7 @@ def _likelihood_solve(v_fn, x_start, t_start, t_end, *, divergence, key, solver,
         return v, -div
 
     solver_obj, adaptive = get_solver(solver)
+    t_start, t_end = jnp.asarray(t_start, x_start.dtype), jnp.asarray(t_end, x_start.dtype)
     controller, dt0 = _step_controller(adaptive, t_start, t_end, steps, None, rtol, atol)
     y0 = (x_start, jnp.zeros((x_start.shape[0],), x_start.dtype))
     sol = diffrax.diffeqsolve(

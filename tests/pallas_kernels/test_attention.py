@@ -181,9 +181,12 @@ def test_meanflow_style_loss_matches_xla(impl, stop_gradient):
     t = jnp.array([0.7, 0.3])
     s = jnp.array([0.2, 0.1])
     with jax.default_matmul_precision("float32"):
-        lk, gk = _jit(jax.value_and_grad(functools.partial(_meanflow_loss, impl=impl, stop_gradient=stop_gradient)))(
-            params, x1, x0, s, t
+        compiled = (
+            _jit(jax.value_and_grad(functools.partial(_meanflow_loss, impl=impl, stop_gradient=stop_gradient)))
+            .lower(params, x1, x0, s, t)
+            .compile()
         )
+        lk, gk = compiled(params, x1, x0, s, t)
         lx, gx = _jit(jax.value_and_grad(functools.partial(_meanflow_loss, impl="xla", stop_gradient=stop_gradient)))(
             params, x1, x0, s, t
         )
@@ -192,6 +195,14 @@ def test_meanflow_style_loss_matches_xla(impl, stop_gradient):
         np.testing.assert_allclose(gk[name], gx[name], atol=1e-5, rtol=1e-4, err_msg=name)
     # the gradient is not trivially zero
     assert float(jnp.abs(gk["wq"]).max()) > 1e-4
+    # Memory: with the JVP target under stop-gradient (MeanFlow) the compiled program holds no
+    # seq x seq array (attention logits would be f32[2,2,32,32]: batch, heads, padded seq^2).
+    # Without the stop-gradient the second-order term goes through the unfused reference.
+    n_quadratic = compiled.as_text().count("[2,2,32,32]")
+    if stop_gradient:
+        assert n_quadratic == 0
+    else:
+        assert n_quadratic > 0
 
 
 @pytest.mark.parametrize("impl", IMPLS)
@@ -261,3 +272,26 @@ def test_block_sizes_defaults():
         for d in (32, 64, 128, 256):
             bs = BlockSizes.get_default(backend, head_dim=d)
             assert bs.block_q >= 16 and bs.block_k >= 16
+
+
+def test_triton_lowering_cross_platform(monkeypatch):
+    """The compiled GPU path lowers Pallas -> Triton IR for CUDA, checked on a CPU-only machine.
+
+    ``.lower(lowering_platforms=("cuda",))`` runs the Pallas Triton lowering rules (not PTX
+    compilation, which needs a GPU): it catches operations the Triton backend does not support.
+    bf16, causal + KV routing + GQA + odd lengths, forward + JVP + VJP in one program.
+    """
+    import pallas_kernels.attention as attn_mod
+
+    monkeypatch.setattr(attn_mod, "_backend", lambda: "gpu")
+    (q, k, v), (tq, tk, tv), ct = _inputs(jax.random.PRNGKey(7), 2, 200, 136, 4, 2, 64, dtype=jnp.bfloat16)
+    kv_index = jnp.array([[0, 1, 2, 3, 50, 51, -1, -1], [60, 61, 62, 63, 64, 65, 66, 135]])
+    f = functools.partial(
+        attention, implementation="pallas", causal=True, kv_index=kv_index, block_sizes=BlockSizes.get_default("gpu", head_dim=64)
+    )
+    lowered = jax.jit(functools.partial(_out_jvp_vjp, f)).trace((q, k, v), (tq, tk, tv), ct).lower(lowering_platforms=("cuda",))
+    text = lowered.as_text()
+    # Each kernel is embedded as a serialized Triton module (a "tt." function named after it).
+    for name in ("flash_fwd", "flash_jvp", "flash_bwd_dq", "flash_bwd_dkv"):
+        assert name in text, name
+    assert "get_program_id" in text  # Triton IR, not the interpreter's HLO

@@ -1,0 +1,26 @@
+import math
+
+import pytest
+
+from experiments.run import run_experiment
+
+
+def _check(res, tmp_path):
+    for key in ("claim", "passed", "metrics", "plots"):
+        assert key in res
+    assert all(math.isfinite(v) for v in res["metrics"].values())
+    for p in res["plots"]:
+        assert (tmp_path / p).exists()
+
+
+def test_cfg_manifold_smoke(tmp_path):
+    res = run_experiment("cfg-manifold", "smoke", out_dir=tmp_path)
+    _check(res, tmp_path)
+    assert res["metrics"]["nfe_cfg_mp_plus"] == res["metrics"]["nfe_cfg_mp"] == 44.0
+
+
+@pytest.mark.slow
+def test_cfg_manifold_cpu(tmp_path):
+    res = run_experiment("cfg-manifold", "cpu", out_dir=tmp_path)
+    _check(res, tmp_path)
+    assert res["passed"]
