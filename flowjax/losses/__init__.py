@@ -19,6 +19,10 @@ from flowjax.losses.arcflow import ArcPolicy
 from flowjax.losses.arcflow import arcflow_distill
 from flowjax.losses.arcflow import arcflow_sample
 from flowjax.losses.denoising import denoising_loss
+from flowjax.losses.repa import cka_alignment
+from flowjax.losses.repa import cosine_alignment
+from flowjax.losses.repa import linear_cka
+from flowjax.losses.repa import repa_cfm
 from flowjax.losses.flowmaps import flowmap_eulerian
 from flowjax.losses.flowmaps import flowmap_lagrangian
 from flowjax.losses.flowmaps import flowmap_progressive
@@ -56,6 +60,10 @@ __all__ = [
     "arcflow_distill",
     "arcflow_sample",
     "denoising_loss",
+    "cka_alignment",
+    "cosine_alignment",
+    "linear_cka",
+    "repa_cfm",
     "flowmap_eulerian",
     "flowmap_lagrangian",
     "flowmap_progressive",

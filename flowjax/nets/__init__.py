@@ -1,5 +1,9 @@
 """Velocity networks (Flax) and their shared helpers, each used through a pure ``apply``."""
 
+from flowjax.nets.autoencoder import ConvAutoencoder
+from flowjax.nets.autoencoder import LatentAutoencoder
+from flowjax.nets.autoencoder import load_pretrained
+from flowjax.nets.autoencoder import train_autoencoder
 from flowjax.nets.causal_transformer import CausalTransformer
 from flowjax.nets.causal_transformer import init_kv_cache
 from flowjax.nets.dit import DiT
@@ -24,6 +28,10 @@ from flowjax.nets.lora import init_lora
 __all__ = [
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
+    "ConvAutoencoder",
+    "LatentAutoencoder",
+    "load_pretrained",
+    "train_autoencoder",
     "DiT",
     "MLP",
     "STTransformer",
