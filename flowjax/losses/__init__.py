@@ -2,8 +2,10 @@
 
 from flowjax.losses.cfm import cfm
 from flowjax.losses.denoising import denoising_loss
+from flowjax.losses.riemannian import riemannian_cfm
 
 __all__ = [
     "cfm",
     "denoising_loss",
+    "riemannian_cfm",
 ]
