@@ -1,13 +1,87 @@
 """Losses: one pure function per method, ``loss(model_fn, key, x1, *, ...) -> (loss, aux)``."""
 
+from flowjax.losses.bifm import bifm
+from flowjax.losses.bifm import bifm_time_pairs
 from flowjax.losses.cfm import cfm
+from flowjax.losses.distill import boss_straightening
+from flowjax.losses.distill import consistency_distillation
+from flowjax.losses.distill import flowturbo_refiner
+from flowjax.losses.distill import k_step_distillation
+from flowjax.losses.distill import mdt_dist
+from flowjax.losses.distill import pseudo_huber
+from flowjax.losses.distill import rectified_diffusion
+from flowjax.losses.distill import rectify
+from flowjax.losses.distill import reflow
+from flowjax.losses.distill import to_data_target
+from flowjax.losses.distill import velocity_distillation
+from flowjax.losses.distill import velocity_matching
+from flowjax.losses.arcflow import ArcPolicy
+from flowjax.losses.arcflow import arcflow_distill
+from flowjax.losses.arcflow import arcflow_sample
 from flowjax.losses.denoising import denoising_loss
 from flowjax.losses.discrete import discrete_fm
 from flowjax.losses.riemannian import riemannian_cfm
+from flowjax.losses.repa import cka_alignment
+from flowjax.losses.repa import cosine_alignment
+from flowjax.losses.repa import linear_cka
+from flowjax.losses.repa import repa_cfm
+from flowjax.losses.flowmaps import flowmap_eulerian
+from flowjax.losses.flowmaps import flowmap_lagrangian
+from flowjax.losses.flowmaps import flowmap_progressive
+from flowjax.losses.meanflow import meanflow
+from flowjax.losses.meanflow import meanflow_time_pairs
+from flowjax.losses.shortcut import shortcut
+from flowjax.losses.snapflow import snapflow
+from flowjax.losses.splitmeanflow import splitmeanflow
+from flowjax.losses.kdiff import kdiff
+from flowjax.losses.pafm import pafm
+from flowjax.losses.sbcfm import icfm
+from flowjax.losses.sbcfm import sbcfm
+from flowjax.losses.sbcfm import target_cfm
+from flowjax.losses.sbcfm import vpcfm
+from flowjax.losses.vecor import vecor
+from flowjax.losses.wcfm import wcfm
 
 __all__ = [
+    "bifm",
+    "bifm_time_pairs",
     "cfm",
+    "boss_straightening",
+    "consistency_distillation",
+    "flowturbo_refiner",
+    "k_step_distillation",
+    "mdt_dist",
+    "pseudo_huber",
+    "rectified_diffusion",
+    "rectify",
+    "reflow",
+    "to_data_target",
+    "velocity_distillation",
+    "velocity_matching",
+    "ArcPolicy",
+    "arcflow_distill",
+    "arcflow_sample",
     "denoising_loss",
     "discrete_fm",
     "riemannian_cfm",
+    "cka_alignment",
+    "cosine_alignment",
+    "linear_cka",
+    "repa_cfm",
+    "flowmap_eulerian",
+    "flowmap_lagrangian",
+    "flowmap_progressive",
+    "meanflow",
+    "meanflow_time_pairs",
+    "shortcut",
+    "snapflow",
+    "splitmeanflow",
+    "icfm",
+    "kdiff",
+    "pafm",
+    "sbcfm",
+    "target_cfm",
+    "vpcfm",
+    "vecor",
+    "wcfm",
 ]

@@ -1,5 +1,9 @@
 """Velocity networks (Flax) and their shared helpers, each used through a pure ``apply``."""
 
+from flowjax.nets.autoencoder import ConvAutoencoder
+from flowjax.nets.autoencoder import LatentAutoencoder
+from flowjax.nets.autoencoder import load_pretrained
+from flowjax.nets.autoencoder import train_autoencoder
 from flowjax.nets.causal_transformer import CausalTransformer
 from flowjax.nets.causal_transformer import init_kv_cache
 from flowjax.nets.dit import DiT
@@ -16,10 +20,18 @@ from flowjax.nets.st_transformer import STTransformer
 from flowjax.nets.transformer_layers import LOGICAL_AXIS_RULES
 from flowjax.nets.transformer_layers import param_shardings
 from flowjax.nets.unet import UNet
+from flowjax.nets.arcflow import ArcFlowMLP
+from flowjax.nets.arcflow import init_arcflow_from_teacher
+from flowjax.nets.lora import apply_lora
+from flowjax.nets.lora import init_lora
 
 __all__ = [
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
+    "ConvAutoencoder",
+    "LatentAutoencoder",
+    "load_pretrained",
+    "train_autoencoder",
     "DiT",
     "MLP",
     "STTransformer",
@@ -34,4 +46,8 @@ __all__ = [
     "sincos_embedding_1d",
     "sincos_embedding_2d",
     "timestep_embedding",
+    "ArcFlowMLP",
+    "init_arcflow_from_teacher",
+    "apply_lora",
+    "init_lora",
 ]

@@ -17,6 +17,9 @@ from flowjax.samplers.inverse import data_consistency
 from flowjax.samplers.inverse import flair
 from flowjax.samplers.inverse import flair_time_grid
 from flowjax.samplers.inverse import projected_euler
+from flowjax.samplers.flowmap import flowmap
+from flowjax.samplers.flowmap import flowmap_mlp
+from flowjax.samplers.flowmap import uniform_grid
 from flowjax.samplers.ode import NFE_PER_STEP
 from flowjax.samplers.ode import RK4
 from flowjax.samplers.ode import SOLVER_NAMES
@@ -28,6 +31,18 @@ from flowjax.samplers.ode import ode
 from flowjax.samplers.ode import sample_with_log_likelihood
 from flowjax.samplers.ode import sde
 from flowjax.samplers.ode import standard_normal_log_prob
+from flowjax.samplers.first_order import data_and_noise
+from flowjax.samplers.first_order import first_order
+from flowjax.samplers.first_order import to_data_sample
+from flowjax.samplers.boss import bellman_path
+from flowjax.samplers.boss import bellman_times
+from flowjax.samplers.boss import brute_force_path
+from flowjax.samplers.boss import cost_matrix
+from flowjax.samplers.boss import straightening_pairs
+from flowjax.samplers.flowturbo import flowturbo
+from flowjax.samplers.flowturbo import flowturbo_nfe
+from flowjax.samplers.flowturbo import make_flowturbo_sampler
+from flowjax.samplers.flowturbo import pseudo_corrector
 from flowjax.samplers import sde_family
 from flowjax.samplers import solvers
 from flowjax.samplers.sde_family import pf_ode_log_likelihood
@@ -57,6 +72,8 @@ __all__ = [
     "RK4",
     "SOLVER_NAMES",
     "divergence_exact",
+    "flowmap",
+    "flowmap_mlp",
     "divergence_hutchinson",
     "get_solver",
     "log_likelihood",
@@ -68,4 +85,17 @@ __all__ = [
     "sde_family",
     "solvers",
     "standard_normal_log_prob",
+    "uniform_grid",
+    "data_and_noise",
+    "first_order",
+    "to_data_sample",
+    "bellman_path",
+    "bellman_times",
+    "brute_force_path",
+    "cost_matrix",
+    "straightening_pairs",
+    "flowturbo",
+    "flowturbo_nfe",
+    "make_flowturbo_sampler",
+    "pseudo_corrector",
 ]
