@@ -154,3 +154,30 @@ def test_loss_jit_and_validation():
         riemannian_cfm(lambda x, t: x, jax.random.key(0), x1, manifold="sphere")
     with pytest.raises(ValueError, match="solver"):
         rm.ode(lambda x, t: x, x1, m, solver="rk4")
+
+
+def test_divergence_closed_forms():
+    # On S^d the Laplacian of the linear function <a, x> is -d <a, x>: div(P_x a) = -d <a, x>.
+    for d in (1, 2):
+        m = rm.sphere(d)
+        a = jnp.arange(1.0, d + 2.0)
+        x = m.sample_uniform(jax.random.key(d), 16).astype(jnp.float64)
+        div = rm.divergence(lambda x, t: jnp.broadcast_to(a, x.shape), x, jnp.zeros(16), m)
+        np.testing.assert_allclose(div, -d * (x @ a), atol=1e-10)
+    # flat torus: div(sin x) = sum cos x
+    m = rm.flat_torus(2)
+    x = m.sample_uniform(jax.random.key(0), 16).astype(jnp.float64)
+    np.testing.assert_allclose(rm.divergence(lambda x, t: jnp.sin(x), x, jnp.zeros(16), m), jnp.cos(x).sum(-1), atol=1e-10)
+
+
+def test_log_likelihood_matches_closed_form_on_circle():
+    # On S^1, v = P_x (1, 0) is theta' = -sin(theta): tan(theta/2) = tan(theta0/2) e^{-t}. Pushing the
+    # uniform density forward to t = 1 gives p1(theta) = (1/2pi) e (1 + u^2) / (1 + u^2 e^2), u = tan(theta/2).
+    m = rm.sphere(1)
+    theta = jnp.linspace(-2.5, 2.5, 9)
+    x1 = jnp.stack([jnp.cos(theta), jnp.sin(theta)], -1)
+    v = lambda x, t: jnp.broadcast_to(jnp.array([1.0, 0.0]), x.shape)
+    lp = rm.log_likelihood(v, x1, m, steps=200)
+    u2 = jnp.tan(theta / 2) ** 2
+    exact = -jnp.log(2 * jnp.pi) + 1.0 + jnp.log1p(u2) - jnp.log1p(u2 * jnp.e**2)
+    np.testing.assert_allclose(lp, exact, atol=1e-4)
