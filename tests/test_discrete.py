@@ -192,3 +192,11 @@ def test_discrete_fm_loss_contract():
         discrete_fm(lambda x, t: x, jax.random.key(0), x1.astype(jnp.float32), vocab_size=V)
     with pytest.raises(ValueError, match="source"):
         dfm.source_sample(jax.random.key(0), (2, 2), vocab_size=V, source="gauss")
+
+
+@pytest.mark.parametrize("sched", [dfm.polynomial_scheduler(1.0), dfm.polynomial_scheduler(2.0), dfm.cosine_scheduler()])
+def test_schedulers_endpoints_and_derivative(sched):
+    assert float(sched.kappa(jnp.asarray(0.0))) == pytest.approx(0.0, abs=1e-12)
+    assert float(sched.kappa(jnp.asarray(1.0))) == pytest.approx(1.0, abs=1e-12)
+    for t in (0.1, 0.5, 0.9):
+        assert float(sched.d_kappa(jnp.asarray(t))) == pytest.approx(float(jax.grad(sched.kappa)(jnp.asarray(t))), rel=1e-9)
