@@ -19,6 +19,8 @@ from flowjax.losses.arcflow import ArcPolicy
 from flowjax.losses.arcflow import arcflow_distill
 from flowjax.losses.arcflow import arcflow_sample
 from flowjax.losses.denoising import denoising_loss
+from flowjax.losses.discrete import discrete_fm
+from flowjax.losses.riemannian import riemannian_cfm
 from flowjax.losses.repa import cka_alignment
 from flowjax.losses.repa import cosine_alignment
 from flowjax.losses.repa import linear_cka
@@ -60,6 +62,8 @@ __all__ = [
     "arcflow_distill",
     "arcflow_sample",
     "denoising_loss",
+    "discrete_fm",
+    "riemannian_cfm",
     "cka_alignment",
     "cosine_alignment",
     "linear_cka",

@@ -1,0 +1,59 @@
+"""riemannian-fm: Riemannian flow matching on the sphere S^2 learns a von Mises-Fisher mixture.
+
+Command:   python -m experiments.run riemannian-fm --preset cpu
+Hardware:  any CPU (smoke ~15 s, cpu ~1-2 min on 2 loaded cores); gpu/tpu presets scale steps/width.
+Claim:     Training `flowjax.losses.riemannian_cfm` (geodesic path, uniform source on S^2; Chen &
+           Lipman 2302.03660) and sampling with the exponential-map Euler solver recovers a
+           4-component vMF mixture on S^2 (samples and likelihood), with every sample on the sphere.
+Pass:      (i) MMD^2(model, held-out data) < 0.05 * MMD^2(uniform source, held-out data);
+           (ii) kernel-density total variation to the known vMF-mixture density closes at least 75%
+           of the gap between the uniform baseline and a same-size data sample:
+           TV(model) - TV(data) < 0.25 * (TV(uniform) - TV(data));
+           (iii) max | |x| - 1 | < 1e-5 over all samples;
+           (iv) held-out NLL from the Riemannian change of variables closes >= 75% of the gap between
+           the uniform density (log 4 pi) and the true mixture's cross-entropy:
+           NLL(model) - NLL(true) < 0.25 * (log 4 pi - NLL(true)).
+"""
+
+import ml_collections
+
+SLUG = "riemannian-fm"
+PAPER = dict(
+    title="Flow Matching on General Geometries",
+    arxiv="2302.03660",
+    spec="(issue 15: parity with facebookresearch flow_matching)",
+)
+CLAIM = (
+    "Riemannian CFM on S^2 (geodesic path, uniform source, exp-map Euler sampling) learns a 4-component "
+    "vMF mixture: MMD^2 < 5% of the uniform baseline's, KDE total variation closes >= 75% of the "
+    "uniform-to-data gap, held-out NLL closes >= 75% of the uniform-to-true gap, all samples on the sphere."
+)
+
+
+def get_config(preset: str) -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict()
+    cfg.kappas = (20.0, 20.0, 10.0, 40.0)
+    cfg.hidden = 128
+    cfg.depth = 3
+    cfg.batch_size = 256
+    cfg.steps = 2500
+    cfg.learning_rate = 2e-3
+    cfg.seed = 0
+    cfg.eval_samples = 2000
+    cfg.sample_steps = 100
+    cfg.solver = "euler"
+    cfg.kde_kappa = 40.0
+    cfg.grid_points = 3000
+    cfg.nll_samples = 500
+    cfg.nll_steps = 50
+    if preset == "smoke":
+        cfg.hidden, cfg.steps, cfg.batch_size = 32, 60, 64
+        cfg.eval_samples, cfg.sample_steps, cfg.grid_points = 300, 10, 500
+        cfg.nll_samples, cfg.nll_steps = 50, 5
+    elif preset == "cpu":
+        pass
+    elif preset in ("gpu", "tpu"):
+        cfg.hidden, cfg.steps, cfg.batch_size, cfg.eval_samples = 256, 20000, 1024, 10000
+    else:
+        raise ValueError(f"unknown preset {preset!r}; choose one of ('smoke', 'cpu', 'gpu', 'tpu').")
+    return cfg
