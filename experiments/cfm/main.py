@@ -126,6 +126,7 @@ def run(cfg, out_dir: Path) -> dict:
         "passed": bool(all(checks.values())),
         "checks": checks,
         "metrics": m,
+        "headline": [k for k in ("toy_sw2_ode_euler", "toy_sw2_floor", "toy_nll_model", "toy_nll_gaussian", "digits_fd_ode", "digits_fd_gaussian") if k in m],
         "baseline": {"name": "moment-matched Gaussian", "toy_nll": m["toy_nll_gaussian"], **({"digits_fd": m["digits_fd_gaussian"]} if cfg.digits.enabled else {})},
         "plots": plots,
         "notes": "Digits are uniformly dequantised over their 17 levels (bin 2/16); NLL in bits/dim per bin, Hutchinson estimator, Heun 50 steps; x0 sampling clipped to [-1, 1] for FD.",

@@ -70,6 +70,7 @@ def run(cfg, out_dir: Path) -> dict:
         "claim": CLAIM,
         "passed": bool(all(checks)),
         "metrics": results,
+        "headline": [k for k in ("sw2_ot_euler1", "sw2_independent_euler1", "sw2_ot_euler2", "sw2_independent_euler2") if k in results],
         "baseline": {"name": "independent coupling", **{k: v for k, v in results.items() if "independent" in k}},
         "plots": plots,
         "notes": f"{len(cfg.seeds)} seed(s), {cfg.steps} steps, batch {cfg.batch_size}, dataset {cfg.dataset}.",
