@@ -29,24 +29,34 @@ class HeatmapNet(nn.Module):
         return nn.Conv(1, (3, 3))(x)[..., 0]
 
 
+def _encode_seq(key, *, size, seq_len, heatmap_sigma):
+    frames, centres, valid = physical.tiny_uav_video(key, num_frames=seq_len, size=size)
+    frames = frames.astype(jnp.float32)
+    vo, vr = physical.flow_sequence(frames)
+    f0 = frames[:-1]
+    enc = {
+        "A_raw": jnp.repeat(f0[..., None], 3, axis=-1),
+        "B_hsv_vo": jax.vmap(physical.hsv_encoding)(vo),
+        "C_hsv_vr": jax.vmap(physical.hsv_encoding)(vr),
+        "D_reynoldsflow_plus": jax.vmap(physical.rgb_plus_encoding)(vo, vr, f0),
+    }
+    rows, cols = jnp.meshgrid(jnp.arange(size, dtype=jnp.float32), jnp.arange(size, dtype=jnp.float32), indexing="ij")
+    c = centres[:-1].astype(jnp.float32)  # (T-1, K, 2)
+    d2 = (cols[None, None] - c[..., 0, None, None]) ** 2 + (rows[None, None] - c[..., 1, None, None]) ** 2
+    g = jnp.exp(-0.5 * d2 / heatmap_sigma**2) * valid[None, :, None, None]
+    return enc, jnp.max(g, axis=1), c, valid
+
+
 def make_split(key, n_seqs, cfg):
     """Encoded inputs (4 kinds) and heatmap targets for all frame pairs (n, n+1) of n_seqs videos."""
+    fn = jax.jit(lambda k: _encode_seq(k, size=cfg.size, seq_len=cfg.seq_len, heatmap_sigma=cfg.heatmap_sigma))
     enc = {k: [] for k in INPUTS}
     heat, cents = [], []
-    rows, cols = jnp.meshgrid(jnp.arange(cfg.size, dtype=jnp.float32), jnp.arange(cfg.size, dtype=jnp.float32), indexing="ij")
     for i in range(n_seqs):
-        frames, centres, valid = physical.tiny_uav_video(jax.random.fold_in(key, i), num_frames=cfg.seq_len, size=cfg.size)
-        frames = frames.astype(jnp.float32)
-        vo, vr = physical.flow_sequence(frames)
-        f0 = frames[:-1]
-        enc["A_raw"].append(jnp.repeat(f0[..., None], 3, axis=-1))
-        enc["B_hsv_vo"].append(jax.vmap(physical.hsv_encoding)(vo))
-        enc["C_hsv_vr"].append(jax.vmap(physical.hsv_encoding)(vr))
-        enc["D_reynoldsflow_plus"].append(jax.vmap(physical.rgb_plus_encoding)(vo, vr, f0))
-        c = centres[:-1].astype(jnp.float32)  # (T-1, K, 2)
-        d2 = (cols[None, None] - c[..., 0, None, None]) ** 2 + (rows[None, None] - c[..., 1, None, None]) ** 2
-        g = jnp.exp(-0.5 * d2 / cfg.heatmap_sigma**2) * valid[None, :, None, None]
-        heat.append(jnp.max(g, axis=1))
+        e, h, c, valid = fn(jax.random.fold_in(key, i))
+        for k in INPUTS:
+            enc[k].append(e[k])
+        heat.append(h)
         cents.extend([np.asarray(ci)[np.asarray(valid)] for ci in c])
     return {k: jnp.concatenate(v) for k, v in enc.items()}, jnp.concatenate(heat), cents
 
