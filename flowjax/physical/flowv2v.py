@@ -1,0 +1,194 @@
+"""FlowV2V building blocks: warping, the warping-error metric, shape-aligned pseudo flow, mask splatting.
+
+Paper: G. Wang, S. Fan et al., *Consistent Video Editing as Flow-Driven Image-to-Video Generation*
+("FlowV2V"), arXiv:2506.07713 (2025). Spec: ``shared/papers/flowv2v.md``.
+
+Provenance. The paper's full text was not available. The PAPER'S: first-frame editing, Iterative
+Motion Propagation (IMP) producing a pseudo flow sequence aligned with the edited shape, flow
+calibration, flow-driven I2V generation, and evaluation by the warping error (Lai et al. 2018).
+DERIVED / OURS (spec §3.2, §3.5): the moment-matching affine map
+``psi(p) = c + Sigma^{1/2} Sigma_hat^{-1/2} (p - c_hat)``, the pseudo-flow rule (sample the source
+flow at ``psi(p)`` inside the edited mask, background-ring median on uncovered background, source
+flow elsewhere), forward splatting of masks with a 3x3 closing, and the exact form of the
+occlusion-masked warping error (forward-backward check thresholds from Lai et al. / Sundaram et al.).
+The calibration network (SCFC) and the I2V generator are not implemented here.
+
+Conventions: images ``(H, W)`` or ``(H, W, C)``; flows ``(H, W, 2)`` = (dx, dy) = (column, row),
+y down. Backward warp ``W(I, F)(p) = I(p + F(p))`` (bilinear, border clamped).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from jax.scipy.ndimage import map_coordinates
+from jaxtyping import Array, Float
+
+from flowjax._checks import check_float_array
+
+__all__ = ["backward_warp", "occlusion_mask", "warping_error", "mask_moments", "affine_from_moments",
+           "shape_map", "pseudo_flow", "splat_mask", "dilate", "erode"]
+
+
+def _check_flow(name, f, hw=None):
+    check_float_array(name, f, ndim=3)
+    if f.shape[-1] != 2 or (hw is not None and tuple(f.shape[:2]) != tuple(hw)):
+        exp = "(H, W, 2)" if hw is None else f"{tuple(hw) + (2,)}"
+        raise ValueError(f"`{name}` must have shape {exp}, got {tuple(f.shape)}.")
+
+
+def _grid(h, w, dtype):
+    rows, cols = jnp.meshgrid(jnp.arange(h, dtype=dtype), jnp.arange(w, dtype=dtype), indexing="ij")
+    return rows, cols
+
+
+def backward_warp(image: Float[Array, "H W *C"], flow: Float[Array, "H W 2"]) -> Float[Array, "H W *C"]:
+    """``W(I, F)(p) = I(p + F(p))``: bilinear, coordinates clamped to the image (spec §3.0)."""
+    check_float_array("image", image, min_ndim=2)
+    if image.ndim not in (2, 3):
+        raise ValueError(f"`image` must have shape (H, W) or (H, W, C), got {tuple(image.shape)}.")
+    _check_flow("flow", flow, image.shape[:2])
+    h, w = image.shape[:2]
+    rows, cols = _grid(h, w, flow.dtype)
+    r = jnp.clip(rows + flow[..., 1], 0, h - 1)
+    c = jnp.clip(cols + flow[..., 0], 0, w - 1)
+    samp = lambda im: map_coordinates(im, [r, c], order=1, mode="nearest")
+    if image.ndim == 2:
+        return samp(image)
+    return jnp.stack([samp(image[..., k]) for k in range(image.shape[-1])], axis=-1)
+
+
+def occlusion_mask(flow_fwd: Float[Array, "H W 2"], flow_bwd: Float[Array, "H W 2"], *,
+                   rel: float = 0.01, abs_: float = 0.5, inside: bool = True) -> Float[Array, "H W"]:
+    """Non-occlusion mask ``O(p)``: ``|F_f + F_b(p + F_f)|^2 < rel (|F_f|^2 + |F_b(p+F_f)|^2) + abs_``.
+
+    ``inside`` (ours) also requires ``p + F_f(p)`` to lie in the image. Returns 0/1 floats.
+    """
+    _check_flow("flow_fwd", flow_fwd)
+    _check_flow("flow_bwd", flow_bwd, flow_fwd.shape[:2])
+    fb = backward_warp(flow_bwd, flow_fwd)
+    lhs = jnp.sum((flow_fwd + fb) ** 2, -1)
+    ok = lhs < rel * (jnp.sum(flow_fwd**2, -1) + jnp.sum(fb**2, -1)) + abs_
+    if inside:
+        ok = ok & (_inside(flow_fwd) > 0.5)
+    return ok.astype(flow_fwd.dtype)
+
+
+def _inside(flow):
+    h, w = flow.shape[:2]
+    rows, cols = _grid(h, w, flow.dtype)
+    r, c = rows + flow[..., 1], cols + flow[..., 0]
+    return ((r >= 0) & (r <= h - 1) & (c >= 0) & (c <= w - 1)).astype(flow.dtype)
+
+
+def warping_error(video: Float[Array, "N H W C"], flows_fwd: Float[Array, "N-1 H W 2"],
+                  flows_bwd: Float[Array, "N-1 H W 2"] | None = None, *, use_occlusion: bool = True) -> Float[Array, ""]:
+    """``E_warp = mean_i sum_p O_i |V_i - W(V_{i+1}, F_i)|^2 / sum_p O_i`` (spec §3.5; not x1e3).
+
+    ``flows_fwd[i] = F_{i -> i+1}``; ``flows_bwd[i] = F_{i+1 -> i}`` for the occlusion check (if
+    ``None`` or ``use_occlusion=False`` only the in-image mask is used).
+    """
+    check_float_array("video", video, ndim=4)
+    check_float_array("flows_fwd", flows_fwd, ndim=4)
+    n = video.shape[0]
+    if flows_fwd.shape != (n - 1,) + video.shape[1:3] + (2,):
+        raise ValueError(f"`flows_fwd` must have shape {(n - 1,) + video.shape[1:3] + (2,)}, got {tuple(flows_fwd.shape)}.")
+    errs = []
+    for i in range(n - 1):
+        f = flows_fwd[i]
+        if use_occlusion and flows_bwd is not None:
+            o = occlusion_mask(f, flows_bwd[i])
+        else:
+            o = _inside(f)
+        d = jnp.sum((video[i] - backward_warp(video[i + 1], f)) ** 2, -1)
+        errs.append(jnp.sum(o * d) / jnp.maximum(jnp.sum(o), 1.0))
+    return jnp.mean(jnp.stack(errs))
+
+
+def mask_moments(mask: Float[Array, "H W"]) -> tuple[Float[Array, "2"], Float[Array, "2 2"]]:
+    """Centroid ``c = (x, y)`` and covariance ``Sigma`` of a (0/1 or soft) mask."""
+    check_float_array("mask", mask, ndim=2)
+    rows, cols = _grid(*mask.shape, mask.dtype)
+    m = jnp.sum(mask)
+    pts = jnp.stack([cols, rows], -1)
+    c = jnp.sum(pts * mask[..., None], (0, 1)) / m
+    d = pts - c[None, None, :]
+    cov = jnp.einsum("hwi,hwj,hw->ij", d, d, mask) / m
+    return c, cov
+
+
+def _sqrtm(s, inv=False):
+    lam, u = jnp.linalg.eigh(s)
+    p = -0.5 if inv else 0.5
+    return (u * lam[None, :] ** p) @ u.T
+
+
+def affine_from_moments(c, cov, c_hat, cov_hat):
+    """``(A, b)`` with ``psi(p) = A p + b = c + Sigma^{1/2} Sigma_hat^{-1/2} (p - c_hat)`` (derived)."""
+    a = _sqrtm(cov) @ _sqrtm(cov_hat, inv=True)
+    return a, c - a @ c_hat
+
+
+def shape_map(mask_src: Float[Array, "H W"], mask_edit: Float[Array, "H W"], *, isotropic: bool = False):
+    """Moment-matching map sending the edited mask onto the source mask: returns ``(A, b)``.
+
+    ``isotropic=True``: the fallback ``psi(p) = c + sqrt(|M|/|M_hat|) (p - c_hat)`` (spec §7).
+    """
+    c, cov = mask_moments(mask_src)
+    ch, covh = mask_moments(mask_edit)
+    if isotropic:
+        s = jnp.sqrt(jnp.sum(mask_src) / jnp.sum(mask_edit))
+        a = s * jnp.eye(2, dtype=c.dtype)
+        return a, c - a @ ch
+    return affine_from_moments(c, cov, ch, covh)
+
+
+def _maxpool(m, k):
+    return jax.lax.reduce_window(m, -jnp.inf, jax.lax.max, (k, k), (1, 1), "SAME")
+
+
+def dilate(mask, k: int = 3):
+    """Binary dilation with a k x k square."""
+    return _maxpool(mask, k)
+
+
+def erode(mask, k: int = 3):
+    """Binary erosion with a k x k square (outside the image counts as inside)."""
+    return -_maxpool(-mask, k)
+
+
+def pseudo_flow(flow: Float[Array, "H W 2"], mask_src: Float[Array, "H W"], mask_edit: Float[Array, "H W"], *,
+                ring: int = 11, isotropic: bool = False) -> Float[Array, "H W 2"]:
+    """IMP pseudo flow (derived, spec §3.2 step 3).
+
+    ``F_hat(p) = F(psi(p))`` on the edited mask, the median background-ring flow on the uncovered
+    background ``M \\ M_hat`` (ring = ``ring x ring`` dilation of ``M`` minus ``M``), ``F`` elsewhere.
+    """
+    _check_flow("flow", flow, mask_src.shape)
+    a, b = shape_map(mask_src, mask_edit, isotropic=isotropic)
+    h, w = mask_src.shape
+    rows, cols = _grid(h, w, flow.dtype)
+    pts = jnp.stack([cols, rows], -1)
+    q = pts @ a.T + b[None, None, :]
+    samp = jnp.stack([map_coordinates(flow[..., k], [q[..., 1], q[..., 0]], order=1, mode="nearest") for k in range(2)], -1)
+    ring_m = (dilate(mask_src, ring) > 0.5) & (mask_src < 0.5)
+    bg = jnp.stack([jnp.nanmedian(jnp.where(ring_m, flow[..., k], jnp.nan)) for k in range(2)])
+    bg = jnp.where(jnp.isnan(bg), 0.0, bg)
+    me, ms = mask_edit[..., None] > 0.5, mask_src[..., None] > 0.5
+    return jnp.where(me, samp, jnp.where(ms, bg[None, None, :], flow))
+
+
+def splat_mask(mask: Float[Array, "H W"], flow: Float[Array, "H W 2"], *, close: bool = True) -> Float[Array, "H W"]:
+    """Forward-splat mask pixels to ``round(p + F(p))``, optional 3x3 closing, threshold 0.5 (spec §3.2 step 4)."""
+    check_float_array("mask", mask, ndim=2)
+    _check_flow("flow", flow, mask.shape)
+    h, w = mask.shape
+    rows, cols = _grid(h, w, flow.dtype)
+    r = jnp.round(rows + flow[..., 1]).astype(jnp.int32)
+    c = jnp.round(cols + flow[..., 0]).astype(jnp.int32)
+    inb = (r >= 0) & (r < h) & (c >= 0) & (c < w) & (mask > 0.5)
+    out = jnp.zeros_like(mask).at[jnp.where(inb, r, h), jnp.where(inb, c, w)].max(
+        jnp.ones_like(mask), mode="drop")
+    if close:
+        out = erode(dilate(out, 3), 3)
+    return (out > 0.5).astype(mask.dtype)
