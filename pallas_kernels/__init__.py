@@ -1,11 +1,6 @@
-"""Pallas kernels for the hot loops, each beside a plain ``jnp`` reference it must match."""
+"""Pallas kernels for the hot loops, each beside a plain ``jnp`` reference it must match.
 
-from pallas_kernels.attention import BlockSizes
-from pallas_kernels.attention import attention
-from pallas_kernels.attention import attention_reference
-
-__all__ = [
-    "BlockSizes",
-    "attention",
-    "attention_reference",
-]
+Import the kernels from their modules (``from pallas_kernels.attention import attention``,
+``from pallas_kernels.rollout import rollout``): a package-level ``attention`` would shadow the
+``pallas_kernels.attention`` module.
+"""
