@@ -42,7 +42,21 @@ from flowjax.losses.sbcfm import vpcfm
 from flowjax.losses.vecor import vecor
 from flowjax.losses.wcfm import wcfm
 
+from flowjax.losses.mle import check_residual_window
+from flowjax.losses.mle import inference_error_bound
+from flowjax.losses.mle import inversion_pairs
+from flowjax.losses.mle import mle_finetune
+from flowjax.losses.mle import reconstruction_error
+from flowjax.losses.mle import residual_field
+from flowjax.losses.mle import sensitivity
 __all__ = [
+    "check_residual_window",
+    "inference_error_bound",
+    "inversion_pairs",
+    "mle_finetune",
+    "reconstruction_error",
+    "residual_field",
+    "sensitivity",
     "bifm",
     "bifm_time_pairs",
     "cfm",

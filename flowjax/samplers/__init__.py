@@ -49,7 +49,9 @@ from flowjax.samplers.sde_family import pf_ode_log_likelihood
 from flowjax.samplers.sde_family import sample_sde
 from flowjax.samplers.solvers import PredictionModel
 
+from flowjax.samplers.unrolled import unrolled_ode
 __all__ = [
+    "unrolled_ode",
     "calibrate_weights",
     "crw_schedule",
     "data_consistency",
