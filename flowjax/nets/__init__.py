@@ -29,7 +29,11 @@ from flowjax.nets.contracting import ICNNPotential
 from flowjax.nets.contracting import LinearContractingResidual
 from flowjax.nets.contracting import gradient_contracting_residual
 from flowjax.nets.contracting import linear_contracting_residual
+from flowjax.nets.blockwise import BlockwiseMLP
+from flowjax.nets.blockwise import ConditionalMLP
 __all__ = [
+    "BlockwiseMLP",
+    "ConditionalMLP",
     "ICNNPotential",
     "LinearContractingResidual",
     "gradient_contracting_residual",

@@ -50,7 +50,11 @@ from flowjax.samplers.sde_family import sample_sde
 from flowjax.samplers.solvers import PredictionModel
 
 from flowjax.samplers.unrolled import unrolled_ode
+from flowjax.samplers.blockwise import blockwise_macs
+from flowjax.samplers.blockwise import blockwise_ode
 __all__ = [
+    "blockwise_macs",
+    "blockwise_ode",
     "unrolled_ode",
     "calibrate_weights",
     "crw_schedule",
