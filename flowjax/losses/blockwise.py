@@ -24,6 +24,12 @@ of the spec's method, so these are the *paper's (code's)* choices, translated fr
   ``alpha = (t - t_s) / (t_e - t_s)`` and ``x_t, x_{t_s}`` on the *same* ``(x0, x1)``, loss
   ``mean |r_hat - sg r(x_t, t)|^2``.
 
+Checked (search tool, this session) against the official ``src/scheduler/flow_matching.py``:
+``compute_loss`` (split sizes ``base + 1`` for the first ``B mod K`` groups, per-group uniform times,
+per-sample mean squared error, ``-cos`` per token), ``compute_loss_ft`` (``coeff = (t_s - t) /
+(t_s - t_e)`` in code time, ``x_start`` from the same images and noises) and ``sample_ode_frn``
+(full feature at ``j = 0`` of each segment, FRA afterwards) agree with the above.
+
 Ours: the plain-callable interfaces (a model ``model_fn(x, t, c=) -> (v, h)`` whose stack routing
 happens inside, a ``feature_fn``/``residual_fn`` pair for FRA), the per-dimension mean in the
 squared errors (like :func:`flowjax.losses.cfm`), and the 2D/vector (not token) feature shapes of
