@@ -6,7 +6,7 @@ import pytest
 
 from experiments.run import run_experiment
 
-SLUGS = ["fmpose3d", "scoop", "pufm"]
+SLUGS = ["fmpose3d", "scoop", "pufm", "action-fm"]
 
 
 def _check_results(result, out):
