@@ -135,6 +135,8 @@ def run(cfg, out_dir: Path) -> dict:
             f"(64-d) of {cfg.eval_samples} samples against the 1437 train images; teacher = the same classifier's 64-d "
             "penultimate features of the clean image (the spec's 128-d does not exist for this classifier), so the "
             "head is 128 -> 128 -> 64. MACs are dense-layer multiply-accumulates per sample. Training evaluates all K "
-            "stacks and selects (toy); the sampler evaluates only block k on segment k."
+            "stacks and selects (toy); the sampler evaluates only block k on segment k. Caveat: the alignment teacher and "
+            "the FD metric use the same classifier features (as the spec prescribes), so criterion 2 (FD(b) <= FD(c)) "
+            "may partly reflect aligning to the metric's own feature space."
         ),
     }
