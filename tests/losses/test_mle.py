@@ -28,8 +28,8 @@ def test_unrolled_matches_diffrax_ode():
     for solver in ("euler", "midpoint", "heun", "rk4"):
         a = unrolled_ode(v, x0, steps=5, solver=solver)
         np.testing.assert_allclose(a, samplers.ode(v, x0, steps=5, solver=solver), rtol=1e-10, atol=1e-10)
-        back = unrolled_ode(v, a, steps=5, solver=solver, t0=1.0, t1=0.0)
-        np.testing.assert_allclose(back, samplers.ode(v, a, steps=5, solver=solver, t0=1.0, t1=0.0), rtol=1e-10, atol=1e-10)
+    back = unrolled_ode(v, a, steps=5, solver="rk4", t0=1.0, t1=0.0)  # backwards (inversion), one solver
+    np.testing.assert_allclose(back, samplers.ode(v, a, steps=5, solver="rk4", t0=1.0, t1=0.0), rtol=1e-10, atol=1e-10)
 
 
 def test_theorem1_bound_on_analytic_flow():
