@@ -62,7 +62,7 @@ def window_mean(r, start, length):
 def default_row(b):
     """KV index of the block at position ``b`` (traced ok): ``[sink, b-3, b-2, b-1, b]``, ``-1`` = padding."""
     b = jnp.asarray(b, jnp.int32)
-    prev = b[..., None] - jnp.arange(3, 0, -1, dtype=jnp.int32)
+    prev = b[..., None] - jnp.arange(3, 0, -1, dtype=jnp.int32).reshape((1,) * b.ndim + (3,))
     prev = jnp.where(prev >= 1, prev, -1)
     sink = jnp.where(b > 0, 0, -1)[..., None]
     return jnp.concatenate([sink, prev, b[..., None]], -1)
