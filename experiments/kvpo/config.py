@@ -11,6 +11,14 @@ Pass:      on-manifold(KVPO branches) >= 0.95 x on-manifold(pretrained); final r
 Model:     flowjax.nets.CausalTransformer streamed with a KV cache, one token per block, KV routing by kv_index.
 History:   the first version (a causal MLP over a gathered context, Adam lr 3e-4, no clipping/warm-up, replay context
            built from the branches' own outputs) diverged at this preset (rewards ~ -1e6 for KVPO, -1e16 for SDE).
+           Mechanism (measured, seed 0): routed MLP branches were off-manifold, so TVE distances were large; the
+           on-policy PPO gradient on the Gibbs branch policy does not saturate (d loss / d E_g = (A_g - pi_g sum A)/G
+           however far apart the energies are) and keeps pushing the deployment predictions away from low-advantage
+           branches; without the spec's grad clipping and warm-up, at 30x the spec's LR, the autoregressive rollouts
+           blew up within 10-15 updates (energy spread 0.7 -> 12 -> 326 -> 4e3, grad norm 0.9 -> 40 -> 900 -> 1.4e4).
+Measured:  cpu preset, 3 seeds (2026-11-28, 48 min wall on an overloaded 2-core machine): on-manifold KVPO branches
+           0.912 vs pretrained 0.997 (ratio 0.915 < 0.95: FAIL), SDE rollouts 0.996; final reward KVPO 0.520, SDE 0.408
+           (pass; SDE seed 0 = -0.03), pretrained 0.525; no divergence (max block norm 1.78 KVPO, 1.38 SDE).
 """
 
 import ml_collections
