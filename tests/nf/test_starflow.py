@@ -43,7 +43,7 @@ def test_zero_init_is_identity(xdata):
     z, logdet = jax.jit(partial(nf.flow_forward, flow))(params, xdata)
     np.testing.assert_array_equal(np.asarray(z), np.asarray(xdata))
     np.testing.assert_array_equal(np.asarray(logdet), 0.0)
-    loss, aux = nf.nf_loss_value(lambda v: nf.flow_forward(flow, params, v), xdata)
+    loss, aux = jax.jit(lambda p, v: nf.nf_loss_value(lambda u: nf.flow_forward(flow, p, u), v))(params, xdata)
     np.testing.assert_allclose(loss, 0.5 * jnp.mean(xdata**2), rtol=1e-6)
 
 
@@ -172,24 +172,32 @@ def test_denoisers_on_gaussian_where_the_score_is_exact():
     m, s2, sigma = 0.7, 0.5, 0.3
     var = s2 + sigma**2  # p_sigma = N(m, s^2 + sigma^2)
     flow, params = _gaussian_nf(m, var)
-    logp = lambda v: nf.flow_log_prob(flow, params, v)  # noqa: E731
     xt = jax.random.normal(jax.random.key(3), (5, 2, 3)) * np.sqrt(var) + m
+    exact = lambda v, c=0.0: sigma * (v - m) / var + c  # noqa: E731  (an exact eps-predictor)
+
+    @jax.jit
+    def compute(params, xt):
+        logp = lambda v: nf.flow_log_prob(flow, params, v)  # noqa: E731
+        target = nf.fsm_target(logp, xt, sigma=sigma)
+        g = jax.grad(lambda v: nf.nf_loss_value(lambda u: nf.flow_forward(flow, params, u), v)[0])(xt)
+        loss = nf.fsm_loss(exact, None, xt, target=target)[0]
+        dloss = jax.grad(lambda c: nf.fsm_loss(lambda v: exact(v, c), None, xt, target=target)[0])(0.0)
+        return (logp(xt), nf.self_denoise(logp, xt, sigma=sigma), target, nf.fsm_target_from_loss_grad(g, sigma=sigma),
+                nf.fsm_denoise(exact, xt, sigma=sigma), loss, dloss)
+
+    lp, sd, target, target_free, fsm, loss, dloss = compute(params, xt)
     # exact density
     ref_lp = jnp.sum(-0.5 * (xt - m) ** 2 / var - 0.5 * np.log(2 * np.pi * var), axis=(1, 2))
-    np.testing.assert_allclose(logp(xt), ref_lp, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(lp, ref_lp, rtol=1e-5, atol=1e-5)
     post = m + s2 * (xt - m) / var  # E[x | x~] for x ~ N(m, s^2)
-    np.testing.assert_allclose(nf.self_denoise(logp, xt, sigma=sigma), post, atol=1e-5)
-    target = nf.fsm_target(logp, xt, sigma=sigma)
+    np.testing.assert_allclose(sd, post, atol=1e-5)
     np.testing.assert_allclose(target, sigma * (xt - m) / var, atol=1e-5)
     # the code's free target from the gradient of the batch-mean per-dim loss equals the per-sample score
-    g = jax.grad(lambda v: nf.nf_loss_value(lambda u: nf.flow_forward(flow, params, u), v)[0])(xt)
-    np.testing.assert_allclose(nf.fsm_target_from_loss_grad(g, sigma=sigma), target, atol=1e-5)
-    # an exact eps-predictor: FSM step = self-denoise = posterior mean; FSM loss 0 with zero gradient
-    exact = lambda v, c=0.0: sigma * (v - m) / var + c  # noqa: E731
-    np.testing.assert_allclose(nf.fsm_denoise(exact, xt, sigma=sigma), post, atol=1e-5)
-    loss, _ = nf.fsm_loss(exact, None, xt, target=target)
+    np.testing.assert_allclose(target_free, target, atol=1e-5)
+    # exact eps-predictor: FSM step = self-denoise = posterior mean; FSM loss 0 with zero gradient
+    np.testing.assert_allclose(fsm, post, atol=1e-5)
     assert float(loss) < 1e-10
-    assert abs(float(jax.grad(lambda c: nf.fsm_loss(lambda v: exact(v, c), None, xt, target=target)[0])(0.0))) < 1e-5
+    assert abs(float(dloss)) < 1e-5
     # project time mapping: x~ = x_t / t with t = 1/(1+sigma); E[x1|x_t] of the oracle = Tweedie posterior mean
     t = float(nf.noise_level_to_time(sigma))
     oracle = gaussian_flow(jnp.full((6,), m), jnp.full((6,), np.sqrt(s2)))
@@ -206,11 +214,13 @@ def test_fsm_denoiser_causal_and_self_denoise_not(sv, xdata):
     # 4 frames; 2 layers x 1-frame lookahead: frame 1 sees up to frame 3, not frame 4 (spec 3.6 review note)
     x4 = jnp.concatenate([xdata, xdata], axis=1)
     pert = x4.at[:, 3 * S:].add(1.0)
-    out, out_p = den.apply(dp, x4), den.apply(dp, pert)
+    japply = jax.jit(den.apply)
+    out, out_p = japply(dp, x4), japply(dp, pert)
     np.testing.assert_array_equal(np.asarray(out[:, :S]), np.asarray(out_p[:, :S]))
     assert float(jnp.max(jnp.abs(out[:, S:2 * S] - out_p[:, S:2 * S]))) > 1e-4  # frame 2 sees frame 4
     strict = nf.CausalDenoiser(C, S, dim=16, depth=2, heads=2, lookahead=0)
-    o, op = strict.apply(dp, xdata), strict.apply(dp, xdata.at[:, S:].add(1.0))
+    sapply = jax.jit(strict.apply)
+    o, op = sapply(dp, xdata), sapply(dp, xdata.at[:, S:].add(1.0))
     np.testing.assert_array_equal(np.asarray(o[:, :S]), np.asarray(op[:, :S]))
     assert dfn(xdata).shape == xdata.shape
     # the flow's self-denoise on frame 1 depends on frame 2 (non-causal score)
@@ -223,14 +233,14 @@ def test_fsm_denoiser_causal_and_self_denoise_not(sv, xdata):
 def test_nf_loss_gradients_and_validation(sv, xdata):
     flow, params, _ = sv
     fwd = lambda p: (lambda v: nf.flow_forward(flow, p, v))  # noqa: E731
-    g = jax.grad(lambda p: nf.nf_loss(fwd(p), jax.random.key(0), xdata, sigma=0.3)[0])(params)
+    g = jax.jit(jax.grad(lambda p: nf.nf_loss(fwd(p), jax.random.key(0), xdata, sigma=0.3)[0]))(params)
     assert all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(g))
     assert float(sum(jnp.sum(jnp.abs(leaf)) for leaf in jax.tree.leaves(g[-1]["net"]))) > 0
     # FSM target is stop-gradient: no gradient reaches the flow through the FSM loss
     def fsm_of_flow(p):
         target = nf.fsm_target(lambda v: nf.flow_log_prob(flow, p, v), xdata, sigma=0.3)
         return nf.fsm_loss(lambda v: jnp.zeros_like(v), None, xdata, target=target)[0]
-    gz = jax.grad(fsm_of_flow)(params)
+    gz = jax.jit(jax.grad(fsm_of_flow))(params)
     assert all(float(jnp.max(jnp.abs(leaf))) == 0.0 for leaf in jax.tree.leaves(gz))
     with pytest.raises(ValueError, match="x"):
         nf.flow_forward(flow, params, xdata[:, :5])
