@@ -310,17 +310,18 @@ def af_block_inverse(
         iters = jnp.full((1,), length, jnp.int32)
         return _from_block_order(flow, i, x.astype(z.dtype), batch), iters
 
-    if max_iter < 1:
+    if isinstance(max_iter, int) and max_iter < 1:
         raise ValueError(f"`max_iter` must be >= 1, got {max_iter}.")
-    if tol < 0:
+    if isinstance(tol, (int, float)) and tol < 0:
         raise ValueError(f"`tol` must be >= 0, got {tol}.")
     frame = flow.tokens_per_frame
-    use_video = video_init and flow.blocks[i].scope == "global" and flow.num_frames > 1
+    # tol, max_iter and video_init may be traced (one compilation for several settings)
+    use_video = flow.blocks[i].scope == "global" and flow.num_frames > 1
     x = jnp.zeros_like(zs)
     iters = []
     for s, e in _chunks(length, chunk_sizes):
         z_c = zs[:, s:e]
-        guess = x[:, s - frame:e - frame] if (use_video and s >= frame) else z_c
+        guess = jnp.where(jnp.asarray(video_init), x[:, s - frame:e - frame], z_c) if (use_video and s >= frame) else z_c
         first = sos if s == 0 else x[:, s - 1:s]
 
         def body(state, z_c=z_c, first=first, cache=cache):
