@@ -287,6 +287,9 @@ def af_block_inverse(
     are committed to the cache. ``video_init`` (global blocks, chunk start ``>= S``): the initial
     guess for a chunk is the solved tokens one frame earlier (same spatial positions), else ``z``.
 
+    ``tol``, ``max_iter`` and ``video_init`` may be traced values (one compilation serves several
+    settings); ``chunk_sizes`` and ``method`` are static.
+
     Returns ``(x (B, N, C), iterations (num_chunks,) int32)``: transformer calls per chunk
     (``L`` ones for sequential).
     """
