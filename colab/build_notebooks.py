@@ -1037,6 +1037,140 @@ for ax, (name, x) in zip(axes, {"uniform source": x0, "RFM samples": model, "dat
             "--preset cpu` check these claims (the latter against a von Mises-Fisher mixture with a known density)."),
     ]
 
+def nb_distillation():
+    return [
+        new_markdown_cell(
+            "# Fewer sampling steps from a trained flow: reflow, BOSS, FlowTurbo, ArcFlow\n\n"
+            "All four start from a trained flow-matching *teacher* `v(x, t)` and make sampling cheaper:\n\n"
+            "| method | paper | idea |\n|---|---|---|\n"
+            "| reflow (rectified flow) | Liu, Gong, Liu, *Flow Straight and Fast*, arXiv:2209.03003 | retrain on the teacher's own "
+            "noise -> sample pairs: the new flow's paths are straighter, so few Euler steps suffice; optionally distil to 1 step |\n"
+            "| BOSS | *Bellman Optimal Step-size Straightening of Flow-Matching Models*, arXiv:2312.16414 | choose the K sampling "
+            "times by dynamic programming on the teacher's local truncation costs, then fine-tune the net to be straight on "
+            "exactly those K intervals |\n"
+            "| FlowTurbo | *FlowTurbo: Towards Real-time Flow-Based Image Generation with Velocity Refiner*, arXiv:2409.18128 | "
+            "Heun + pseudo-corrector steps, then a tiny trained *velocity refiner* `r(x, t, v_prev)` predicts the change of the "
+            "velocity for the last steps |\n"
+            "| ArcFlow | arXiv:2602.09014 (spec `arcflow.md`) | the student outputs a mixture of analytic 'arc' velocity fields "
+            "per step (means, mixture logits, decay rates), integrated in closed form, so 2 network calls trace curved paths |\n\n"
+            "Metrics: sliced W2 to data and the endpoint MSE to the teacher's 100-step solution (same noises). "
+            "Time convention: `t = 0` noise, `t = 1` data."),
+        new_code_cell(INSTALL),
+        new_code_cell(r'''import os
+SMOKE = os.environ.get("FLOWJAX_NOTEBOOK_SMOKE") == "1"  # tiny sizes for the test suite
+TEACHER_STEPS = 80 if SMOKE else 2000
+FINETUNE_STEPS = 20 if SMOKE else 1000   # reflow / BOSS / refiner / ArcFlow student
+HIDDEN = 32 if SMOKE else 128
+N_PAIRS = 1024 if SMOKE else 16384
+N_EVAL = 512 if SMOKE else 8192
+KMAX = 20 if SMOKE else 100              # the teacher's reference step count'''),
+        new_code_cell(r'''import time
+import jax, jax.numpy as jnp, numpy as np
+import matplotlib.pyplot as plt
+from flowjax import losses, samplers, experiment
+from flowjax.metrics import sliced_wasserstein
+from flowjax.nets import MLP, ArcFlowMLP, init_params, init_arcflow_from_teacher
+from flowjax.data import make_batch_fn, make_sampler_batch_fn
+from flowjax.testing import GaussianMixtureFlow
+from flowjax.train import fit
+print(jax.devices())
+
+ang = 2 * np.pi * np.arange(8) / 8
+ring = GaussianMixtureFlow(2.0 * np.stack([np.cos(ang), np.sin(ang)], -1), np.full(8, 0.1), np.ones(8))
+sample_data = lambda key, n: ring.sample_data(key, n).astype(jnp.float32)
+x_eval = jax.random.normal(jax.random.key(20), (N_EVAL, 2))
+data_ref = sample_data(jax.random.key(21), N_EVAL)
+sw2 = lambda x: float(sliced_wasserstein(x, data_ref, key=jax.random.key(1), num_projections=256))
+results = {}'''),
+        new_markdown_cell("## The teacher\nA CFM-trained MLP on the 8-Gaussian ring; its reference is 100 Euler steps."),
+        new_code_cell(r'''net = MLP(hidden=HIDDEN, depth=3)
+start = time.perf_counter()
+teacher_p, _ = experiment.train_net(net, losses.cfm, init_params(net, jax.random.key(0), jnp.zeros((2, 2))),
+                                    batch_fn=make_sampler_batch_fn(sample_data, 512, seed=0), steps=TEACHER_STEPS, seed=0,
+                                    log_every=max(1, TEACHER_STEPS // 10))
+teacher = experiment.bind(net, teacher_p)
+print(f"teacher trained in {time.perf_counter() - start:.1f} s")
+ref = samplers.ode(teacher, x_eval, solver="euler", steps=KMAX)
+mse = lambda x: float(jnp.mean(jnp.sum((x - ref) ** 2, -1)))
+for k in (1, 2, 4):
+    results[f"teacher, {k} Euler"] = samplers.ode(teacher, x_eval, solver="euler", steps=k)
+results[f"teacher, {KMAX} Euler"] = ref
+
+def finetune(loss_fn, params, batch_fn, steps=FINETUNE_STEPS, lr=1e-3):
+    state, _ = fit(loss_fn, params, batch_fn=batch_fn, steps=steps, key=jax.random.key(3), learning_rate=lr,
+                   log_every=max(1, steps // 10))
+    return state.ema_params'''),
+        new_markdown_cell(
+            "## Reflow and 1-step distillation\n`losses.reflow(v, key, x1, x0=...)` is CFM on fixed coupled pairs; "
+            "`losses.k_step_distillation(..., k=1)` regresses `x1 - x0` at `t = 0` only (a one-step student)."),
+        new_code_cell(r'''x0_pairs = jax.random.normal(jax.random.key(4), (N_PAIRS, 2))
+x1_pairs = samplers.ode(teacher, x0_pairs, solver="rk4", steps=KMAX // 4)    # the teacher's coupling
+pairs = make_batch_fn({"x0": x0_pairs, "x1": x1_pairs}, 512, seed=0)
+rf_p = finetune(lambda p, key, b: losses.reflow(experiment.bind(net, p), key, b["x1"], x0=b["x0"]), teacher_p, pairs)
+rf = experiment.bind(net, rf_p)
+dist_p = finetune(lambda p, key, b: losses.k_step_distillation(experiment.bind(net, p), key, b["x1"], x0=b["x0"], k=1), rf_p, pairs)
+for k in (1, 2):
+    results[f"2-rectified, {k} Euler"] = samplers.ode(rf, x_eval, solver="euler", steps=k)
+results["2-RF distilled, 1 step"] = samplers.ode(experiment.bind(net, dist_p), x_eval, solver="euler", steps=1)'''),
+        new_markdown_cell(
+            "## BOSS: Bellman-optimal step sizes, then straightening\n`cost_matrix` measures, on a fine grid of `KMAX` "
+            "steps, the error of jumping from time `i` to `j` in one Euler step; `bellman_path` picks the K-step path of least "
+            "total cost by dynamic programming; `straightening_pairs` + `losses.boss_straightening` fine-tune the teacher on "
+            "those K intervals."),
+        new_code_cell(r'''cost, fine = samplers.cost_matrix(teacher, jax.random.normal(jax.random.key(5), (256 if SMOKE else 1000, 2)), kmax=KMAX)
+x_traj = jax.random.normal(jax.random.key(6), (N_PAIRS // 4, 2))
+for K in (2, 4):
+    idx, total = samplers.bellman_path(cost, K)
+    grid = jnp.asarray(fine[idx])
+    print(f"K={K}: Bellman times {[round(float(g), 3) for g in grid]} (DP cost {total:.4f})")
+    bp = samplers.straightening_pairs(teacher, x_traj, path_indices=idx, kmax=KMAX)
+    boss_batches = make_batch_fn({k: bp[k] for k in ("x_a", "x_b", "t_a", "t_b")}, 256, seed=0)
+    boss_p = finetune(lambda p, key, b: losses.boss_straightening(experiment.bind(net, p), key, b["x_b"], x_a=b["x_a"],
+                                                                   t_a=b["t_a"], t_b=b["t_b"]), teacher_p, boss_batches, lr=1e-4)
+    results[f"teacher, Bellman {K} steps"] = samplers.ode(teacher, x_eval, solver="euler", times=grid)
+    results[f"BOSS, {K} steps"] = samplers.ode(experiment.bind(net, boss_p), x_eval, solver="euler", times=grid)'''),
+        new_markdown_cell(
+            "## FlowTurbo: a velocity refiner\nThe refiner `r(x, t, v_prev)` is a one-hidden-layer MLP on `[x, v_prev]`; "
+            "`losses.flowturbo_refiner` trains it to predict the teacher's velocity change over a small step. "
+            "`make_flowturbo_sampler(v, r, n_h=1, n_p=4, n_r=3)` runs 1 Heun, 4 pseudo-corrector and 3 refiner steps."),
+        new_code_cell(r'''rnet = MLP(hidden=64, depth=1, out_dim=2)
+refiner_of = lambda rp: (lambda x, t, v_prev: rnet.apply(rp, jnp.concatenate([x, v_prev], -1), t))
+rp0 = rnet.init(jax.random.key(7), jnp.zeros((2, 4)), jnp.zeros((2,)))
+rp = finetune(lambda rp, key, x1: losses.flowturbo_refiner(refiner_of(rp), key, x1, teacher=teacher, delta_max=0.12),
+              rp0, make_sampler_batch_fn(sample_data, 512, seed=1))
+print("FlowTurbo cost:", samplers.flowturbo_nfe(1, 4, 3))
+turbo = samplers.make_flowturbo_sampler(teacher, refiner_of(rp), n_h=1, n_p=4, n_r=3)   # jitted; donates its input buffer
+results["FlowTurbo (1 Heun + 4 PC + 3 refiner)"] = turbo(jnp.array(x_eval))                 # so pass a copy
+results["teacher, 3 Heun"] = samplers.ode(teacher, x_eval, solver="heun", steps=3)'''),
+        new_markdown_cell(
+            "## ArcFlow: 2 steps along analytic arcs\n`ArcFlowMLP` has the teacher's trunk (copied by "
+            "`init_arcflow_from_teacher`) and heads for 4 arc components; `losses.arcflow_distill` matches the teacher's "
+            "velocities along the student's own trajectory (with a teacher-forcing ratio that decays to 0), and "
+            "`losses.arcflow_sample` integrates the arcs in closed form. The paper (and the `arcflow` experiment) trains LoRA "
+            "adapters on the trunk (`flowjax.nets.init_lora/apply_lora`); here all parameters are fine-tuned for brevity."),
+        new_code_cell(r'''arc = ArcFlowMLP(hidden=HIDDEN, depth=3, num_components=4)
+ap = init_arcflow_from_teacher(arc.init(jax.random.key(8), jnp.zeros((2, 2)), jnp.zeros((2,))), teacher_p,
+                               key=jax.random.key(9), noise_std=0.05)
+decay = max(1, FINETUNE_STEPS // 5)
+arc_batches = lambda step: {"x0": jax.random.normal(jax.random.fold_in(jax.random.key(10), step), (256, 2)),
+                            "ratio": jnp.maximum(0.0, 1.0 - step / decay)}
+ap = finetune(lambda p, key, b: losses.arcflow_distill(lambda x, t: arc.apply(p, x, t), key, b["x0"], teacher=teacher, nfe=2,
+                                                       teacher_ratio=b["ratio"]), ap, arc_batches, lr=3e-4)
+results["ArcFlow, 2 NFE"] = losses.arcflow_sample(lambda x, t: arc.apply(ap, x, t), x_eval, nfe=2)'''),
+        new_markdown_cell("## Compare"),
+        new_code_cell(r'''print(f"{'':>40}  {'SW2 to data':>11}  {'MSE to teacher ' + str(KMAX):>18}")
+for name, x in results.items():
+    print(f"{name:>40}  {sw2(x):11.3f}  {mse(x):18.4f}")
+show = [n for n in results if n.endswith(("1 Euler", "1 step", "2 NFE")) or n.startswith("BOSS, 2")]
+fig, axes = plt.subplots(1, len(show), figsize=(2.8 * len(show), 2.9))
+for ax, name in zip(axes, show):
+    x = np.asarray(results[name]); ax.scatter(x[:, 0], x[:, 1], s=0.5)
+    ax.set_title(name, fontsize=8); ax.set_xlim(-3, 3); ax.set_ylim(-3, 3); ax.set_aspect("equal")'''),
+        new_markdown_cell(
+            "The experiments `python -m experiments.run reflow|boss|flowturbo|arcflow --preset cpu` check each paper's claim "
+            "(straightness, Bellman vs uniform grids, refiner vs Heun at equal cost, 4 arcs vs 1)."),
+    ]
+
 NOTEBOOKS = {
     "01_quickstart.ipynb": nb_quickstart,
     "02_few_step.ipynb": nb_few_step,
@@ -1047,6 +1181,7 @@ NOTEBOOKS = {
     "07_latent.ipynb": nb_latent,
     "08_structured.ipynb": nb_structured,
     "09_discrete_riemannian.ipynb": nb_discrete_riemannian,
+    "10_distillation.ipynb": nb_distillation,
 }
 
 
