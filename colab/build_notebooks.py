@@ -243,7 +243,7 @@ def nb_guidance_inverse():
             "arXiv:2601.21892) first moves the state towards the set where `v_c = v_u` by a few fixed-point iterations "
             "(Picard, or Anderson-accelerated for MP+) before each early Euler CFG step; this helps most when the conditional "
             "model is *under-conditioned* and `w` is small.\n\n"
-            "**FLAIR** (*Flow-based Latent Adaptive Inference with deterministic Re-noising*, arXiv:2506.02680) solves "
+            "**FLAIR** (*Solving Inverse Problems with FLAIR*, arXiv:2506.02680) solves "
             "`y = A x + noise` with a flow prior by variational updates of a point estimate `mu`: a regulariser step along the "
             "prior velocity (weighted by calibrated weights, CRW), hard data-consistency steps on `|A mu - y|^2`, and "
             "deterministic trajectory adjustment (DTA) that re-uses the predicted noise. Baselines: projected Euler and the "
@@ -1051,7 +1051,8 @@ def nb_distillation():
             "| FlowTurbo | *FlowTurbo: Towards Real-time Flow-Based Image Generation with Velocity Refiner*, arXiv:2409.18128 | "
             "Heun + pseudo-corrector steps, then a tiny trained *velocity refiner* `r(x, t, v_prev)` predicts the change of the "
             "velocity for the last steps |\n"
-            "| ArcFlow | arXiv:2602.09014 (spec `arcflow.md`) | the student outputs a mixture of analytic 'arc' velocity fields "
+            "| ArcFlow | *ArcFlow: Unleashing 2-Step Text-to-Image Generation via High-Precision Non-Linear Flow Distillation*, "
+            "arXiv:2602.09014 | the student outputs a mixture of analytic 'arc' velocity fields "
             "per step (means, mixture logits, decay rates), integrated in closed form, so 2 network calls trace curved paths |\n\n"
             "Metrics: sliced W2 to data and the endpoint MSE to the teacher's 100-step solution (same noises). "
             "Time convention: `t = 0` noise, `t = 1` data."),
