@@ -555,7 +555,8 @@ STEPS = 80 if SMOKE else 3000          # training steps per model
 HIDDEN = 32 if SMOKE else 128
 BATCH = 128 if SMOKE else 256
 N_EVAL = 512 if SMOKE else 4096
-DIMS = (16,) if SMOKE else (2, 8, 32, 128)   # k-Diff ambient dimensions'''),
+DIMS = (16,) if SMOKE else (2, 8, 32, 128)   # k-Diff ambient dimensions
+SINKHORN_ITERS = 100 if SMOKE else 5000       # cap on the SB-CFM coupling's Sinkhorn iterations per batch'''),
         new_code_cell(r'''import time
 from functools import partial
 import jax, jax.numpy as jnp, numpy as np
@@ -591,7 +592,8 @@ OBJECTIVES = {
     "I-CFM": with_source(losses.cfm),
     "OT-CFM": with_source(losses.cfm, coupling=couplings.ot_exact()),
     "W-CFM eps=1": with_source(losses.wcfm, epsilon=1.0, c_ref=c_ref),
-    "SB-CFM sigma=0.3": with_source(losses.sbcfm, sigma=0.3),
+    "SB-CFM sigma=0.5": with_source(losses.sbcfm, sigma=0.5,   # entropic-OT pairs, reg = 2 sigma^2
+                                    coupling=couplings.ot_entropic(2 * 0.5**2, max_iterations=SINKHORN_ITERS)),
 }
 net = MLP(hidden=HIDDEN, depth=3)
 params0 = init_params(net, jax.random.key(0), jnp.zeros((2, 2)))
