@@ -25,7 +25,19 @@ from flowjax.nets.arcflow import init_arcflow_from_teacher
 from flowjax.nets.lora import apply_lora
 from flowjax.nets.lora import init_lora
 
+from flowjax.nets.contracting import ICNNPotential
+from flowjax.nets.contracting import LinearContractingResidual
+from flowjax.nets.contracting import gradient_contracting_residual
+from flowjax.nets.contracting import linear_contracting_residual
+from flowjax.nets.blockwise import BlockwiseMLP
+from flowjax.nets.blockwise import ConditionalMLP
 __all__ = [
+    "BlockwiseMLP",
+    "ConditionalMLP",
+    "ICNNPotential",
+    "LinearContractingResidual",
+    "gradient_contracting_residual",
+    "linear_contracting_residual",
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
     "ConvAutoencoder",

@@ -49,7 +49,13 @@ from flowjax.samplers.sde_family import pf_ode_log_likelihood
 from flowjax.samplers.sde_family import sample_sde
 from flowjax.samplers.solvers import PredictionModel
 
+from flowjax.samplers.unrolled import unrolled_ode
+from flowjax.samplers.blockwise import blockwise_macs
+from flowjax.samplers.blockwise import blockwise_ode
 __all__ = [
+    "blockwise_macs",
+    "blockwise_ode",
+    "unrolled_ode",
     "calibrate_weights",
     "crw_schedule",
     "data_consistency",
