@@ -27,15 +27,16 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
         raise ValueError(f"unknown preset {preset!r}; choose one of {PRESETS}.")
     cfg = ml_collections.ConfigDict()
     cfg.width = 10  # token width of source and (zero-padded) targets
-    cfg.universal = ml_collections.ConfigDict(dict(dim=64, blocks=2, frequencies=4, task_embedding="circular"))
+    cfg.universal = ml_collections.ConfigDict(dict(dim=32, blocks=2, frequencies=4, task_embedding="circular"))
     cfg.train = ml_collections.ConfigDict(dict(universal_steps=6000, specialist_steps=2000, batch_size=256,
                                                learning_rate=1e-3, chunk=500))
     cfg.eval = ml_collections.ConfigDict(dict(euler_steps=4))
     cfg.seeds = (0, 1, 2)
     if preset == "smoke":
-        cfg.universal.update(dim=32)
+        cfg.universal.update(dim=16)
         cfg.train.update(universal_steps=60, specialist_steps=20, batch_size=64, chunk=20)
         cfg.seeds = (0,)
     elif preset in ("gpu", "tpu"):
+        cfg.universal.update(dim=64)
         cfg.train.update(universal_steps=30000, specialist_steps=10000, chunk=1000)
     return cfg

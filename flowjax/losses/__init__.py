@@ -41,8 +41,14 @@ from flowjax.losses.sbcfm import target_cfm
 from flowjax.losses.sbcfm import vpcfm
 from flowjax.losses.vecor import vecor
 from flowjax.losses.wcfm import wcfm
+from flowjax.losses.rectok import rectok_loss
+from flowjax.losses.rectok import semantic_distillation
+from flowjax.losses.visual_bridge import visual_bridge
 
 __all__ = [
+    "rectok_loss",
+    "semantic_distillation",
+    "visual_bridge",
     "bifm",
     "bifm_time_pairs",
     "cfm",

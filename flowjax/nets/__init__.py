@@ -24,8 +24,18 @@ from flowjax.nets.arcflow import ArcFlowMLP
 from flowjax.nets.arcflow import init_arcflow_from_teacher
 from flowjax.nets.lora import apply_lora
 from flowjax.nets.lora import init_lora
+from flowjax.nets.visual_bridge import BridgeMixer
+from flowjax.nets.visual_bridge import TaskEmbedding
+from flowjax.nets.visual_bridge import circular_task_features
+from flowjax.nets.latent_conditioning import SpatialRescaler
+from flowjax.nets.latent_conditioning import one_hot_map
 
 __all__ = [
+    "BridgeMixer",
+    "TaskEmbedding",
+    "circular_task_features",
+    "SpatialRescaler",
+    "one_hot_map",
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
     "ConvAutoencoder",

@@ -48,8 +48,16 @@ from flowjax.samplers import solvers
 from flowjax.samplers.sde_family import pf_ode_log_likelihood
 from flowjax.samplers.sde_family import sample_sde
 from flowjax.samplers.solvers import PredictionModel
+from flowjax.samplers.latent_conditioning import latent_inpaint
+from flowjax.samplers.latent_conditioning import latent_conditional_sample
+from flowjax.samplers.latent_conditioning import inpainting_condition
+from flowjax.samplers.latent_conditioning import paste_known
 
 __all__ = [
+    "latent_inpaint",
+    "latent_conditional_sample",
+    "inpainting_condition",
+    "paste_known",
     "calibrate_weights",
     "crw_schedule",
     "data_consistency",
