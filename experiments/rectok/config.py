@@ -1,8 +1,9 @@
 """rectok: flow semantic distillation (FSD) and masked reconstruction-alignment distillation (RAD) on 8x8 digits.
 
 Command:   python -m experiments.run rectok --preset cpu
-Hardware:  any CPU (smoke ~60 s incl. compile on a shared 2-core machine; cpu: 6 tokenizers x 3k steps + 5 latent
-           FM runs x 4k steps, a few minutes idle, longer on shared cores); gpu/tpu presets add seeds and steps.
+Hardware:  any CPU (smoke: 70 s CPU, mostly compilation; cpu: 6 tokenizers x 3k steps + 5 latent FM runs x 4k steps,
+           measured 1820 s wall (guard on) and 1438 s (guard off) on 2 cores shared by ~10 other runs, a few minutes
+           idle); gpu/tpu presets add steps.
 Claim:     (spec rectok.md section 5, thresholds derived there and treated as hypotheses) A tiny MLP tokenizer
            (4 tokens x c channels) whose semantic decoder must predict frozen digits-classifier features from the
            NOISED latent z_tau (FSD, shift-sampled tau) keeps linear-probe accuracy at tau = 0.5 at least 10 points

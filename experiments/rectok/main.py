@@ -236,7 +236,8 @@ def run(cfg, out_dir: Path) -> dict:
              f"one seed. Teacher = digits classifier 64-d features (also the FD feature net). normalize_latent="
              f"{cfg.tok.normalize_latent}; max latent RMS growth from the first to the last log window {m['rms_growth_max']:.2f}x "
              f"(includes the growth from the random init), RMS of the FSD latent / AE latent at c={c_max}: "
-             f"{m['rms_ratio_fsd_over_ae']:.2f} (spec: apply the normalised-noise guard if the latent grows > 2x). LPIPS/GAN omitted. Semantic decoder: one linear layer on the flattened tokens. "
+             f"{m['rms_ratio_fsd_over_ae']:.2f} (spec: apply the normalised-noise guard if the latent grows > 2x; with the guard on, "
+             "the raw scale is divided out before the noise, so this ratio no longer measures outrunning the noise). LPIPS/GAN omitted. Semantic decoder: one linear layer on the flattened tokens. "
              f"Total {time.perf_counter() - t0:.0f} s.")
     return {
         "claim": CLAIM,
