@@ -26,7 +26,6 @@ from experiments.visual_bridge.config import CLAIM
 from flowjax import experiment
 from flowjax.data import load_digits_arrays
 from flowjax.losses.visual_bridge import bridge_predict, visual_bridge
-from flowjax.nets import count_params
 from flowjax.nets.visual_bridge import BridgeMixer
 from flowjax.train import make_optimizer
 

@@ -17,7 +17,7 @@ alone does not guarantee it); the null condition for classifier-free guidance is
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
