@@ -3,7 +3,8 @@
 Command:   python -m experiments.run visual-bridge --preset cpu
 Hardware:  any CPU (smoke: 46 s CPU, 441 s wall on 2 cores shared by ~10 runs; cpu: 3 seeds x (universal 6k steps +
            3 specialists x 2k + 3 regressors x 2k) of a tiny MLP-Mixer (width 32), estimated ~4-5 min per seed idle;
-           measured so far only a reduced run: 1 seed, 1500/500 steps, 581 s wall on the shared machine); gpu/tpu: width
+           measured so far only reduced runs: 1 seed, 1500/500 steps, 581 s wall, and 1 seed, 3000/1000 steps, 642 s
+           wall, on the shared machine; the full preset has not been run); gpu/tpu: width
            64 and 5x the steps.
 Claim:     (spec visual-bridge.md section 5; thresholds are hypotheses fixed in the spec) A single universal flow
            (MLP-Mixer velocity with a multi-scale circular task embedding, 4 Euler steps) from fixed random 2x2-patch
