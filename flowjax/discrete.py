@@ -90,6 +90,57 @@ def rate(posterior_probs: Array, x_t: Array, t: Array, *, scheduler: Scheduler) 
     return coef[:, None, None] * (posterior_probs - onehot)
 
 
+def corrector_schedule(scale: float = 10.0, a: float = 0.25, b: float = 0.25) -> Callable[[Array], Array]:
+    """``beta_t = scale t^a (1 - t)^b``: corrector strength of :func:`euler_sample` (``alpha_t = 1 + beta_t``).
+
+    The form (vanishing at both ends) follows Gat et al. 2407.15595 sec. 2.4; the default numbers are ours.
+    """
+    return lambda t: scale * t**a * (1.0 - t) ** b
+
+
+def euler_step_probs(
+    weights: Array,
+    x_t: Array,
+    t: Array,
+    h: float | Array,
+    *,
+    scheduler: Scheduler,
+    alpha: Array | float = 1.0,
+    beta: Array | float = 0.0,
+    mask_id: int | None = None,
+) -> Array:
+    """Per-position distribution of ``x_{t+h}`` for one discrete Euler step, ``(n, L, S)``.
+
+    The step is ``x^i_{t+h} ~ delta_{x_t^i} + h ubar_t^i`` with the predictor-corrector velocity of
+    Gat et al. 2407.15595 (sec. 2.4, eqs. 24-26), ``ubar = alpha uhat - beta ucheck``:
+
+        forward   uhat^i(y)   = kappa'/(1 - kappa) [w^i(y) - delta_{x_t^i}(y)]     (w = p_{1|t}, eq. 24)
+        backward  ucheck^i(y) = kappa'/kappa       [delta_{x_t^i}(y) - p_{0|t}^i(y)]
+
+    ``alpha - beta = 1`` generates ``p_t`` (predictor + corrector); ``alpha = beta`` leaves ``p_t``
+    invariant (pure corrector). ``p_{0|t}`` is known only for a masked source (``delta_mask``), so
+    ``beta != 0`` needs ``mask_id``. ``weights`` are the forward jump weights (the posterior
+    probabilities, or unnormalised guided weights, see :func:`euler_sample`); only their
+    off-diagonal part (``y != x_t``) matters. When the total jump probability ``h sum_{y != x_t} ubar(y)``
+    exceeds 1 it is rescaled to 1 (the stay probability is then 0); for ``kappa = t`` without corrector
+    this never happens (the last step redraws from ``w`` exactly).
+    """
+    n, _, s = weights.shape
+    tt = jnp.broadcast_to(jnp.asarray(t, weights.dtype), (n,))
+    kap, dk = scheduler.kappa(tt), scheduler.d_kappa(tt)
+    alpha = jnp.broadcast_to(jnp.asarray(alpha, weights.dtype), (n,))
+    beta = jnp.broadcast_to(jnp.asarray(beta, weights.dtype), (n,))
+    onehot = jax.nn.one_hot(x_t, s, dtype=weights.dtype)
+    off = (1.0 - onehot) * weights * (h * alpha * dk / (1.0 - kap))[:, None, None]
+    if mask_id is not None:
+        back = jnp.where(kap > 0, dk / jnp.where(kap > 0, kap, 1.0), 0.0)  # kappa'/kappa; 0 at t = 0 (all masked)
+        p0 = jax.nn.one_hot(jnp.full(x_t.shape, mask_id), s, dtype=weights.dtype)
+        off = off + (1.0 - onehot) * p0 * (h * beta * back)[:, None, None]
+    total = jnp.sum(off, -1, keepdims=True)
+    off = off / jnp.maximum(total, 1.0)
+    return off + onehot * (1.0 - jnp.minimum(total, 1.0))
+
+
 def euler_sample(
     logits_fn: Callable[..., Array],
     key: Array,
@@ -101,13 +152,28 @@ def euler_sample(
     t1: float = 1.0,
     mask_id: int | None = None,
     c: Any = None,
+    corrector: float | Callable[[Array], Array] = 0.0,
+    guidance_scale: float | None = None,
+    null_c: Any = None,
     return_trajectory: bool = False,
 ) -> Array:
     """Discrete Euler (jump) sampler for the mixture path with the posterior parameterisation.
 
     Per step and position: with probability ``min(1, h kappa'_t / (1 - kappa_t))`` redraw the token
     from ``p_{1|t}(. | x_t) = softmax(logits_fn(x_t, t))``, else keep it; this is the paper's
-    ``x_{t+h} ~ delta_{x_t} + h u_t`` (a redraw that hits the current token keeps it).
+    ``x_{t+h} ~ delta_{x_t} + h u_t`` (a redraw that hits the current token keeps it). See
+    :func:`euler_step_probs` for the exact step distribution.
+
+    Corrector (Gat et al. 2407.15595 sec. 2.4): ``corrector = beta_t`` (a float or ``beta(t)``, e.g.
+    :func:`corrector_schedule`) uses the velocity ``(1 + beta) uhat - beta ucheck``, which still
+    generates ``p_t`` but also re-masks unmasked tokens at rate ``beta kappa'/kappa`` so that errors
+    can be corrected; masked source only (needs ``mask_id``).
+
+    Classifier-free guidance (``guidance_scale = w``, condition ``c``, null condition ``null_c``): the
+    off-diagonal forward rates are the geometric mix ``u_c^w u_u^(1 - w)`` of the conditional and
+    unconditional rates (Nisonoff et al. 2406.01572, discrete guidance), i.e. jump weights
+    ``p_{1|t}(y|c)^w p_{1|t}(y|null)^(1 - w)`` (not renormalised). ``w = 1`` is the conditional sampler,
+    ``w = 0`` the unconditional one.
 
     Args:
       logits_fn: ``logits(x_t, t) -> (n, L, S)`` posterior logits over ``S`` states (``S = V`` or
@@ -118,26 +184,43 @@ def euler_sample(
       steps: uniform steps on ``[t0, t1]``.
       mask_id: the mask token of a masked source (``V``); its logit is ignored.
       c: optional condition passed as ``logits_fn(x, t, c=c)``.
+      corrector: ``beta_t >= 0`` (0 = plain Euler).
+      guidance_scale: CFG scale ``w`` (None = no guidance); needs ``c`` and ``null_c``.
+      null_c: the null condition for the unconditional rates.
     Returns:
       ``(n, L)`` tokens at ``t1`` (or ``(steps + 1, n, L)`` with ``return_trajectory``).
     """
     _check_tokens("x0", x0)
     _checks.check_positive_int("steps", steps)
+    if not callable(corrector) and float(corrector) < 0:
+        raise ValueError(f"`corrector` must be >= 0, got {corrector!r}.")
+    if (callable(corrector) or float(corrector) != 0.0) and mask_id is None:
+        raise ValueError("`corrector` needs the posterior of the source, known for a masked source only: pass `mask_id`.")
+    if guidance_scale is not None and (c is None or null_c is None):
+        raise ValueError("`guidance_scale` needs both `c` (condition) and `null_c` (null condition).")
     n = x0.shape[0]
     h = (t1 - t0) / steps
+
+    def log_posterior(x, tv, cond):
+        logits = logits_fn(x, tv) if cond is None else logits_fn(x, tv, c=cond)
+        if mask_id is not None:  # never jump *to* the mask state of a masked source
+            logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
+        return jax.nn.log_softmax(logits, axis=-1)
 
     def step(x, inputs):
         k, kk = inputs
         t = t0 + k * h
         tv = jnp.full((n,), t, jnp.float32)
-        logits = logits_fn(x, tv) if c is None else logits_fn(x, tv, c=c)
-        if mask_id is not None:  # never jump *to* the mask state of a masked source
-            logits = jnp.where(jnp.arange(logits.shape[-1]) == mask_id, -jnp.inf, logits)
-        k_jump, k_cat = jax.random.split(kk)
-        p_jump = jnp.clip(h * scheduler.d_kappa(tv) / (1.0 - scheduler.kappa(tv)), 0.0, 1.0)
-        new = jax.random.categorical(k_cat, logits, axis=-1).astype(x.dtype)
-        jump = jax.random.uniform(k_jump, x.shape) < p_jump[:, None]
-        x_new = jnp.where(jump, new, x)
+        if guidance_scale is None:
+            weights = jnp.exp(log_posterior(x, tv, c))
+        else:
+            w = guidance_scale
+            lc, lu = log_posterior(x, tv, c), log_posterior(x, tv, null_c)
+            mix = jnp.where(jnp.isneginf(lc) | jnp.isneginf(lu), -jnp.inf, w * lc + (1.0 - w) * lu)
+            weights = jnp.exp(mix)
+        beta = corrector(tv) if callable(corrector) else jnp.full((n,), corrector, jnp.float32)
+        probs = euler_step_probs(weights, x, tv, h, scheduler=scheduler, alpha=1.0 + beta, beta=beta, mask_id=mask_id)
+        x_new = jax.random.categorical(kk, jnp.log(probs), axis=-1).astype(x.dtype)
         return x_new, x_new
 
     keys = jax.random.split(key, steps)
@@ -150,8 +233,10 @@ def euler_sample(
 __all__ = [
     "SOURCES",
     "Scheduler",
+    "corrector_schedule",
     "cosine_scheduler",
     "euler_sample",
+    "euler_step_probs",
     "num_states",
     "polynomial_scheduler",
     "rate",

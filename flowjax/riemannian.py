@@ -355,6 +355,39 @@ def log_likelihood(
     return lp0 - acc
 
 
+def wrapped_normal_mixture(
+    means: Array, stds: Array, weights: Array | None = None, *, terms: int = 3
+) -> tuple[Callable[[Array, int], Array], Callable[[Array], Array]]:
+    """A mixture of isotropic wrapped normals on the flat torus ``T^d = [-pi, pi)^d``: ``(sample, log_prob)``.
+
+    ``p(x) = sum_c w_c prod_i sum_{k=-K..K} N(x_i + 2 pi k; mu_ci, s_c^2)`` (the standard wrapped normal,
+    e.g. Mardia & Jupp, Directional Statistics, sec. 3.5; truncated at ``K = terms`` windings, relative
+    error below ``exp(-(2K+1)^2 pi^2 / (2 s^2))`` per coordinate for ``s <= pi``). ``sample(key, n)``
+    draws ``wrap(mu_c + s_c eps)``. ``means`` ``(C, d)``, ``stds`` ``(C,)``, ``weights`` ``(C,)``
+    (default equal). This is the known density the torus experiments and tests compare with.
+    """
+    means = jnp.asarray(means)
+    stds = jnp.asarray(stds, means.dtype)
+    if means.ndim != 2 or stds.shape != (means.shape[0],):
+        raise ValueError(f"`means` must be (C, d) and `stds` (C,), got {means.shape} and {stds.shape}.")
+    c, d = means.shape
+    w = jnp.full((c,), 1.0 / c, means.dtype) if weights is None else jnp.asarray(weights, means.dtype) / jnp.sum(jnp.asarray(weights))
+    shifts = 2 * jnp.pi * jnp.arange(-terms, terms + 1, dtype=means.dtype)
+
+    def log_prob(x: Array) -> Array:
+        diff = x[:, None, :, None] - means[None, :, :, None] + shifts[None, None, None, :]  # (n, C, d, 2K+1)
+        s = stds[None, :, None, None]
+        lp1 = jax.nn.logsumexp(-0.5 * (diff / s) ** 2, axis=-1) - jnp.log(s[..., 0]) - 0.5 * math.log(2 * math.pi)
+        return jax.nn.logsumexp(jnp.log(w)[None] + jnp.sum(lp1, -1), axis=-1)
+
+    def sample(key: Array, n: int) -> Array:
+        kc, kx = jax.random.split(key)
+        comp = jax.random.choice(kc, c, (n,), p=w)
+        return _wrap(means[comp] + stds[comp][:, None] * jax.random.normal(kx, (n, d), means.dtype))
+
+    return sample, log_prob
+
+
 __all__ = [
     "Manifold",
     "SOLVERS",
@@ -366,4 +399,5 @@ __all__ = [
     "ode",
     "product",
     "sphere",
+    "wrapped_normal_mixture",
 ]

@@ -200,3 +200,137 @@ def test_schedulers_endpoints_and_derivative(sched):
     assert float(sched.kappa(jnp.asarray(1.0))) == pytest.approx(1.0, abs=1e-12)
     for t in (0.1, 0.5, 0.9):
         assert float(sched.d_kappa(jnp.asarray(t))) == pytest.approx(float(jax.grad(sched.kappa)(jnp.asarray(t))), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- corrector and guidance
+def exact_transition(source, t, h, alpha, beta, length=L, p1=P1):
+    """Exact joint transition matrix of one factorised Euler step (euler_step_probs) with the exact posterior."""
+    S, states, _, _ = setup(source, length, p1)
+    post = posterior_table(source, t, length, p1)
+    if source == "mask":
+        post[..., V] = 0.0
+        post = post / post.sum(-1, keepdims=True)
+    xs = jnp.asarray(np.array(states), jnp.int32)
+    probs = np.asarray(dfm.euler_step_probs(jnp.asarray(post), xs, jnp.full((len(states),), t), h, scheduler=SCHED,
+                                            alpha=alpha, beta=beta, mask_id=V if source == "mask" else None))
+    T = np.ones((len(states), len(states)))
+    for b, xb in enumerate(states):
+        for i in range(length):
+            T[:, b] *= probs[:, i, xb[i]]
+    return T, states
+
+
+def marginal_vec(source, t, states, length=L, p1=P1):
+    v = np.zeros(len(states))
+    for x, w in marginal(source, t, length, p1).items():
+        v[states.index(x)] = w
+    return v
+
+
+def exact_generator(source, t, alpha, beta, length=L, p1=P1):
+    """The CTMC generator Q of the factorised velocity: one position changes at a time, at the per-position
+    rate (the off-diagonal step probabilities of euler_step_probs are h * rate when unclipped)."""
+    h = 1e-3
+    S, states, _, _ = setup(source, length, p1)
+    post = posterior_table(source, t, length, p1)
+    if source == "mask":
+        post[..., V] = 0.0
+        post = post / post.sum(-1, keepdims=True)
+    xs = jnp.asarray(np.array(states), jnp.int32)
+    probs = np.asarray(dfm.euler_step_probs(jnp.asarray(post), xs, jnp.full((len(states),), t), h, scheduler=SCHED,
+                                            alpha=alpha, beta=beta, mask_id=V if source == "mask" else None))
+    Q = np.zeros((len(states), len(states)))
+    for a, xa in enumerate(states):
+        for b, xb in enumerate(states):
+            diff = [i for i in range(length) if xa[i] != xb[i]]
+            if len(diff) == 1:
+                Q[a, b] = probs[a, diff[0], xb[diff[0]]] / h
+        Q[a, a] = -Q[a].sum()
+    return Q, states
+
+
+@pytest.mark.parametrize("t", [0.3, 0.7])
+def test_corrector_keeps_exact_marginal(t):
+    # alpha = beta: the pure corrector velocity alpha (uhat - ucheck) leaves p_t invariant: p_t Q = 0 exactly
+    # on the enumerated 2-token state space (posteriors conditioned on the whole sequence).
+    Q, states = exact_generator("mask", t, alpha=0.8, beta=0.8)
+    assert np.abs(Q).max() > 0.1  # it does move mass (re-masks and redraws)
+    pt = marginal_vec("mask", t, states)
+    np.testing.assert_allclose(pt @ Q, 0.0, atol=1e-10)
+    # predictor + corrector (alpha - beta = 1) generates the path: p_t Q = dp_t/dt for any beta
+    d = 1e-5
+    pdot = (marginal_vec("mask", t + d, states) - marginal_vec("mask", t - d, states)) / (2 * d)
+    for beta in (0.0, 1.5):
+        Q, _ = exact_generator("mask", t, alpha=1.0 + beta, beta=beta)
+        np.testing.assert_allclose(pt @ Q, pdot, atol=1e-8)
+    # Euler step of the pure corrector: exact (I + hQ) for one token; for two tokens the factorised step
+    # adds simultaneous jumps, an O(h^2) drift of the marginal
+    T, st1 = exact_transition("mask", t, 0.05, 0.8, 0.8, length=1, p1=np.array([0.6, 0.1, 0.3]))
+    p1t = marginal_vec("mask", t, st1, length=1, p1=np.array([0.6, 0.1, 0.3]))
+    np.testing.assert_allclose(p1t @ T, p1t, atol=1e-12)
+    errs = []
+    for h in (0.04, 0.02):
+        T, _ = exact_transition("mask", t, h, alpha=0.8, beta=0.8)
+        errs.append(np.abs(pt @ T - pt).max())
+    assert 3.5 < errs[0] / errs[1] < 4.5, errs
+
+
+def test_corrector_sampler_exact_on_one_token():
+    # One position, kappa = t: p_t is linear in t, so every unclipped Euler step is exact and the
+    # predictor-corrector chain ends at the data distribution; the implemented sampler follows it.
+    p1_single = np.array([0.6, 0.1, 0.3])
+    steps = 4
+    beta_fn = lambda t: jnp.where(t < 0.7, 0.5, 0.0)  # noqa: E731  (no corrector on the last, clipped step)
+    S, states, _, _ = setup("mask", 1, p1_single)
+    dist = np.zeros(len(states))
+    dist[states.index((V,))] = 1.0
+    for k in range(steps):
+        t = k / steps
+        b = float(beta_fn(jnp.asarray(t)))
+        T, _ = exact_transition("mask", t, 1.0 / steps, 1.0 + b, b, length=1, p1=p1_single)
+        dist = dist @ T
+    np.testing.assert_allclose(dist, np.r_[p1_single, 0.0], atol=1e-12)
+
+    tables = jnp.stack([jnp.log(jnp.maximum(jnp.asarray(posterior_table("mask", k / steps, 1, p1_single)), 1e-30))
+                        for k in range(steps)])
+
+    def logits_fn(x, t):
+        return tables[jnp.round(t * steps).astype(jnp.int32), x[:, 0]]
+
+    n = 20000
+    x0 = dfm.source_sample(jax.random.key(0), (n, 1), vocab_size=V, source="mask")
+    out = dfm.euler_sample(logits_fn, jax.random.key(1), x0, scheduler=SCHED, steps=steps, mask_id=V, corrector=beta_fn)
+    emp = np.bincount(np.asarray(out[:, 0]), minlength=S) / n
+    np.testing.assert_allclose(emp, np.r_[p1_single, 0.0], atol=5 * np.sqrt(0.25 / n))
+    # the trajectory does re-mask (the corrector is active)
+    traj = dfm.euler_sample(logits_fn, jax.random.key(1), x0, scheduler=SCHED, steps=steps, mask_id=V, corrector=beta_fn,
+                            return_trajectory=True)
+    remasked = (traj[1:-1] != V) & (traj[2:] == V)
+    assert bool(jnp.any(remasked))
+    with pytest.raises(ValueError, match="mask_id"):
+        dfm.euler_sample(logits_fn, jax.random.key(1), x0, scheduler=SCHED, steps=steps, corrector=0.5)
+
+
+def test_guidance_scale_one_is_the_conditional_sampler():
+    S = dfm.num_states(V, "mask")
+    table = jax.random.normal(jax.random.key(3), (3, L, S))  # logits per condition (2 classes + null) and position
+
+    def logits_fn(x, t, c):
+        return table[c] + 0.5 * jax.nn.one_hot(x, S) * t[:, None, None]
+
+    n = 256
+    labels = jax.random.randint(jax.random.key(4), (n,), 0, 2)
+    null = jnp.full((n,), 2)
+    x0 = dfm.source_sample(jax.random.key(5), (n, L), vocab_size=V, source="mask")
+    kw = dict(scheduler=SCHED, steps=8, mask_id=V)
+    cond = dfm.euler_sample(logits_fn, jax.random.key(6), x0, c=labels, **kw)
+    guided1 = dfm.euler_sample(logits_fn, jax.random.key(6), x0, c=labels, guidance_scale=1.0, null_c=null, **kw)
+    np.testing.assert_array_equal(np.asarray(guided1), np.asarray(cond))
+    uncond = dfm.euler_sample(logits_fn, jax.random.key(6), x0, c=null, **kw)
+    guided0 = dfm.euler_sample(logits_fn, jax.random.key(6), x0, c=labels, guidance_scale=0.0, null_c=null, **kw)
+    np.testing.assert_array_equal(np.asarray(guided0), np.asarray(uncond))
+    # w = 3 differs and sharpens towards the conditional mode
+    guided3 = dfm.euler_sample(logits_fn, jax.random.key(6), x0, c=labels, guidance_scale=3.0, null_c=null, **kw)
+    assert not np.array_equal(np.asarray(guided3), np.asarray(cond))
+    with pytest.raises(ValueError, match="null_c"):
+        dfm.euler_sample(logits_fn, jax.random.key(6), x0, c=labels, guidance_scale=2.0, **kw)

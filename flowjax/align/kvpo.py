@@ -106,10 +106,22 @@ def anchor_advantages(rewards: Array, anchor_reward: ArrayLike, *, eps: float = 
     return (rewards - anchor_reward) / (jnp.std(allr) + eps)
 
 
+def _std_normalise(a: Array, eps: float) -> Array:
+    """``a / (std(a) + eps)``, or ``a`` unchanged when ``std(a) <= eps`` (official trainer's "std" mode).
+
+    The guard matters: anchor-relative advantages are not zero-mean, so ``G`` branches that tie with each
+    other but not with the anchor have ``std = 0`` and a non-zero common value; dividing would turn it into
+    ``±1/eps`` (then clipped to ``±clip``, i.e. float noise promoted to the largest advantage).
+    """
+    std = jnp.std(a)
+    return jnp.where(std > eps, a / (std + eps), a)
+
+
 def fuse_advantages(a_local: Array, a_global: Array, *, w_local: float = 1.0, w_global: float = 0.5, clip: float = 2.5,
                     eps: float = 1e-8) -> Array:
-    """"std" fusion: ``w_l A_l / std(A_l) + w_g A_g / std(A_g)``, clipped to ``[-clip, clip]``."""
-    a = w_local * a_local / (jnp.std(a_local) + eps) + w_global * a_global / (jnp.std(a_global) + eps)
+    """"std" fusion: ``w_l A_l / std(A_l) + w_g A_g / std(A_g)`` (population std; a component whose std is
+    ``<= eps`` is left unscaled), clipped to ``[-clip, clip]``."""
+    a = w_local * _std_normalise(a_local, eps) + w_global * _std_normalise(a_global, eps)
     return jnp.clip(a, -clip, clip)
 
 

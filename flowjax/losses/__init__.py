@@ -45,10 +45,40 @@ from flowjax.losses.rectok import rectok_loss
 from flowjax.losses.rectok import semantic_distillation
 from flowjax.losses.visual_bridge import visual_bridge
 
+from flowjax.losses.mle import check_residual_window
+from flowjax.losses.mle import inference_error_bound
+from flowjax.losses.mle import inversion_pairs
+from flowjax.losses.mle import mle_finetune
+from flowjax.losses.mle import reconstruction_error
+from flowjax.losses.mle import residual_field
+from flowjax.losses.mle import sensitivity
+from flowjax.losses.blockwise import blockwise_fm
+from flowjax.losses.blockwise import feature_residual_loss
+from flowjax.losses.blockwise import fra_alpha
+from flowjax.losses.blockwise import group_sizes
+from flowjax.losses.blockwise import projection_alignment
+from flowjax.losses.blockwise import segment_index
+from flowjax.losses.blockwise import segment_start_end
+from flowjax.losses.blockwise import stratified_segment_times
 __all__ = [
     "rectok_loss",
     "semantic_distillation",
     "visual_bridge",
+    "blockwise_fm",
+    "feature_residual_loss",
+    "fra_alpha",
+    "group_sizes",
+    "projection_alignment",
+    "segment_index",
+    "segment_start_end",
+    "stratified_segment_times",
+    "check_residual_window",
+    "inference_error_bound",
+    "inversion_pairs",
+    "mle_finetune",
+    "reconstruction_error",
+    "residual_field",
+    "sensitivity",
     "bifm",
     "bifm_time_pairs",
     "cfm",

@@ -30,12 +30,24 @@ from flowjax.nets.visual_bridge import circular_task_features
 from flowjax.nets.latent_conditioning import SpatialRescaler
 from flowjax.nets.latent_conditioning import one_hot_map
 
+from flowjax.nets.contracting import ICNNPotential
+from flowjax.nets.contracting import LinearContractingResidual
+from flowjax.nets.contracting import gradient_contracting_residual
+from flowjax.nets.contracting import linear_contracting_residual
+from flowjax.nets.blockwise import BlockwiseMLP
+from flowjax.nets.blockwise import ConditionalMLP
 __all__ = [
     "BridgeMixer",
     "TaskEmbedding",
     "circular_task_features",
     "SpatialRescaler",
     "one_hot_map",
+    "BlockwiseMLP",
+    "ConditionalMLP",
+    "ICNNPotential",
+    "LinearContractingResidual",
+    "gradient_contracting_residual",
+    "linear_contracting_residual",
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
     "ConvAutoencoder",

@@ -53,11 +53,17 @@ from flowjax.samplers.latent_conditioning import latent_conditional_sample
 from flowjax.samplers.latent_conditioning import inpainting_condition
 from flowjax.samplers.latent_conditioning import paste_known
 
+from flowjax.samplers.unrolled import unrolled_ode
+from flowjax.samplers.blockwise import blockwise_macs
+from flowjax.samplers.blockwise import blockwise_ode
 __all__ = [
     "latent_inpaint",
     "latent_conditional_sample",
     "inpainting_condition",
     "paste_known",
+    "blockwise_macs",
+    "blockwise_ode",
+    "unrolled_ode",
     "calibrate_weights",
     "crw_schedule",
     "data_consistency",

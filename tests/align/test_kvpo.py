@@ -75,3 +75,31 @@ def test_advantages_and_protect():
     lp = kvpo.branch_log_probs(jnp.array([0.1, 0.7, 0.2]))
     np.testing.assert_allclose(kvpo.protect_scale(lp, False), 0.5, atol=1e-12)
     np.testing.assert_allclose(kvpo.protect_scale(lp, True), 1.0)
+
+
+def test_fuse_advantages_tied_branches_not_amplified():
+    # G branches tie with each other but not with the anchor: std(A_local) = 0 and A_local = c != 0.
+    # The official "std" fusion leaves such a component unscaled; dividing by (0 + eps) would give c / 1e-8
+    # (clipped to the maximal advantage for every branch).
+    r = jnp.full((4,), 0.3)
+    a_loc = kvpo.anchor_advantages(r, 0.5)
+    assert float(jnp.std(a_loc)) == 0.0 and abs(float(a_loc[0])) > 0
+    a_glob = jnp.array([0.5, -1.0, 0.2, 0.3])
+    fused = kvpo.fuse_advantages(a_loc, a_glob)
+    expected = a_loc + 0.5 * a_glob / jnp.std(a_glob)
+    np.testing.assert_allclose(fused, jnp.clip(expected, -2.5, 2.5), rtol=1e-6)
+    # all-zero spread on both components -> fused advantages stay the (small) raw values
+    tiny = jnp.full((4,), 1e-3)
+    np.testing.assert_allclose(kvpo.fuse_advantages(tiny, tiny), 1.5e-3, rtol=1e-9)
+
+
+def test_loss_gradient_does_not_saturate_on_policy():
+    # Why the RL update needs the spec's gradient clipping / small LR: on-policy (rho = 1) the PPO
+    # gradient w.r.t. the energies is -(A_g - pi_g sum_j A_j) / G, independent of how far apart the energies
+    # are, so a branch already at pi ~ 0 keeps being pushed away (the objective is unbounded below).
+    a = jnp.array([1.0, -1.0, -0.5, 0.2])
+    for scale in (1.0, 1e3):
+        e = scale * jnp.array([0.0, 5.0, 1.0, 2.0])
+        g = jax.grad(lambda en: kvpo.kvpo_loss(en, e, e, a, kl_coef=0.0)[0])(e)
+        pi = jax.nn.softmax(-e)
+        np.testing.assert_allclose(g, (a - pi * jnp.sum(a)) / 4, atol=1e-12)
