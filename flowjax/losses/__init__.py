@@ -41,6 +41,9 @@ from flowjax.losses.sbcfm import target_cfm
 from flowjax.losses.sbcfm import vpcfm
 from flowjax.losses.vecor import vecor
 from flowjax.losses.wcfm import wcfm
+from flowjax.losses.rectok import rectok_loss
+from flowjax.losses.rectok import semantic_distillation
+from flowjax.losses.visual_bridge import visual_bridge
 
 from flowjax.losses.mle import check_residual_window
 from flowjax.losses.mle import inference_error_bound
@@ -58,6 +61,9 @@ from flowjax.losses.blockwise import segment_index
 from flowjax.losses.blockwise import segment_start_end
 from flowjax.losses.blockwise import stratified_segment_times
 __all__ = [
+    "rectok_loss",
+    "semantic_distillation",
+    "visual_bridge",
     "blockwise_fm",
     "feature_residual_loss",
     "fra_alpha",

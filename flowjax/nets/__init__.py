@@ -24,6 +24,11 @@ from flowjax.nets.arcflow import ArcFlowMLP
 from flowjax.nets.arcflow import init_arcflow_from_teacher
 from flowjax.nets.lora import apply_lora
 from flowjax.nets.lora import init_lora
+from flowjax.nets.visual_bridge import BridgeMixer
+from flowjax.nets.visual_bridge import TaskEmbedding
+from flowjax.nets.visual_bridge import circular_task_features
+from flowjax.nets.latent_conditioning import SpatialRescaler
+from flowjax.nets.latent_conditioning import one_hot_map
 
 from flowjax.nets.contracting import ICNNPotential
 from flowjax.nets.contracting import LinearContractingResidual
@@ -32,6 +37,11 @@ from flowjax.nets.contracting import linear_contracting_residual
 from flowjax.nets.blockwise import BlockwiseMLP
 from flowjax.nets.blockwise import ConditionalMLP
 __all__ = [
+    "BridgeMixer",
+    "TaskEmbedding",
+    "circular_task_features",
+    "SpatialRescaler",
+    "one_hot_map",
     "BlockwiseMLP",
     "ConditionalMLP",
     "ICNNPotential",

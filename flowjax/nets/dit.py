@@ -19,6 +19,8 @@ Usage (pure functions of the parameters)::
     params = net.init(key, x, t, c=labels)          # boxed with logical axis names
     v = net.apply(params, x, t, c=labels)           # x (B, H, W, C), t scalar or (B,)
     # two_times=True: u = net.apply(params, x, s, t, c=labels)
+    # intermediate features (REPA / TORA alignment): tokens after block L, shape (B, N, dim)
+    v, h = net.apply(params, x, t, c=labels, features_at=L)
 
 Shapes: ``x (B, H, W, C)`` with ``H, W`` divisible by ``patch_size``; output like ``x``
 (``out_channels`` defaults to ``C``). Labels ``c (B,)`` ints in ``[0, num_classes]``.
@@ -87,7 +89,11 @@ class DiT(nn.Module):
     dtype: Any = jnp.float32
 
     @nn.compact
-    def __call__(self, x: Array, *times: Array, c: Array | None = None) -> Array:
+    def __call__(self, x: Array, *times: Array, c: Array | None = None, features_at: int | None = None) -> Array | tuple[Array, Array]:
+        """``features_at=L`` also returns the tokens after block ``L`` (1-based; 0 = the embedded patches
+        before any block), shape ``(B, N, dim)``: the hook REPA/TORA align (ours; same parameters)."""
+        if features_at is not None and not (isinstance(features_at, int) and 0 <= features_at <= self.depth):
+            raise ValueError(f"`features_at` must be an int in [0, depth={self.depth}], got {features_at!r}.")
         if x.ndim != 4:
             raise ValueError(f"DiT expects images of shape (B, H, W, C), got {x.shape}.")
         b, h, w, ch = x.shape
@@ -98,6 +104,7 @@ class DiT(nn.Module):
         tokens = dense(self.dim, "patch_embed", ("patch", "embed"))(patchify(x, p))
         tokens = tokens + sincos_embedding_2d(h // p, w // p, self.dim)[None].astype(tokens.dtype)
         tokens = nn.with_logical_constraint(tokens, ("batch", "act_len", "act_embed"))
+        feats = tokens if features_at == 0 else None
         for i in range(self.depth):
             tokens, _ = AdaLNBlock(
                 self.dim,
@@ -110,6 +117,9 @@ class DiT(nn.Module):
                 self.dtype,
                 name=f"block_{i}",
             )(tokens, cond)
+            if features_at == i + 1:
+                feats = tokens
         out_c = self.out_channels or ch
         out = FinalLayer(p * p * out_c, name="final")(tokens.astype(jnp.float32), cond)
-        return unpatchify(out, p, h, w, out_c).astype(x.dtype)
+        out = unpatchify(out, p, h, w, out_c).astype(x.dtype)
+        return out if features_at is None else (out, feats)

@@ -48,11 +48,19 @@ from flowjax.samplers import solvers
 from flowjax.samplers.sde_family import pf_ode_log_likelihood
 from flowjax.samplers.sde_family import sample_sde
 from flowjax.samplers.solvers import PredictionModel
+from flowjax.samplers.latent_conditioning import latent_inpaint
+from flowjax.samplers.latent_conditioning import latent_conditional_sample
+from flowjax.samplers.latent_conditioning import inpainting_condition
+from flowjax.samplers.latent_conditioning import paste_known
 
 from flowjax.samplers.unrolled import unrolled_ode
 from flowjax.samplers.blockwise import blockwise_macs
 from flowjax.samplers.blockwise import blockwise_ode
 __all__ = [
+    "latent_inpaint",
+    "latent_conditional_sample",
+    "inpainting_condition",
+    "paste_known",
     "blockwise_macs",
     "blockwise_ode",
     "unrolled_ode",
