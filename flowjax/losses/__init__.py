@@ -41,8 +41,10 @@ from flowjax.losses.sbcfm import target_cfm
 from flowjax.losses.sbcfm import vpcfm
 from flowjax.losses.vecor import vecor
 from flowjax.losses.wcfm import wcfm
+from flowjax.losses.csfm import csfm
 
 __all__ = [
+    "csfm",
     "bifm",
     "bifm_time_pairs",
     "cfm",

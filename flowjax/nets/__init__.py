@@ -24,8 +24,10 @@ from flowjax.nets.arcflow import ArcFlowMLP
 from flowjax.nets.arcflow import init_arcflow_from_teacher
 from flowjax.nets.lora import apply_lora
 from flowjax.nets.lora import init_lora
+from flowjax.nets.source import ClassConditionalSource
 
 __all__ = [
+    "ClassConditionalSource",
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
     "ConvAutoencoder",
