@@ -151,9 +151,12 @@ def test_one_sided_rejection_2d():
 def test_nearest_neighbour_metrics():
     tgt, _, _ = sources.simulation_target(jax.random.key(16), n=200)
     m = sources.nearest_neighbour_metrics(tgt, tgt)
-    assert m["mean_nn"] == 0.0 and m["pct_bad"] == 0.0 and m["coverage"] == 1.0
+    assert m["mean_nn"] == 0.0 and m["pct_bad"] == 0.0 and m["coverage"] == 1.0 and m["w2"] == 0.0
     m = sources.nearest_neighbour_metrics(tgt + 100.0, tgt)
     assert m["pct_bad"] == 100.0 and m["coverage"] == 0.0
+    # W2 between a set and its translate by v is exactly |v|
+    m = sources.nearest_neighbour_metrics(tgt + jnp.array([3.0, 4.0])[None], tgt)
+    assert m["w2"] == pytest.approx(5.0, rel=1e-5)
 
 
 # ---------------------------------------------------------------- conditional Gaussian source

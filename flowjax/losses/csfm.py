@@ -62,8 +62,12 @@ def directional_alignment(mu: Array, x1: Array, *, axis: int = -1, reduction: st
     """
     _checks.check_same_shape("mu", mu, "x1", x1)
     _checks.check_choice("reduction", reduction, ALIGN_REDUCTIONS)
-    mh = mu / jnp.maximum(jnp.linalg.norm(mu, axis=axis, keepdims=True), eps)
-    xh = x1 / jnp.maximum(jnp.linalg.norm(x1, axis=axis, keepdims=True), eps)
+    # safe norm: finite (zero) gradient at mu = 0, e.g. a zero-initialised source table
+    def _norm(a):
+        return jnp.sqrt(jnp.maximum(jnp.sum(a * a, axis=axis, keepdims=True), eps * eps))
+
+    mh = mu / _norm(mu)
+    xh = x1 / _norm(x1)
     sq = (mh - xh) ** 2
     if reduction == "sum":
         return jnp.mean(jnp.sum(sq, axis=axis))

@@ -79,6 +79,9 @@ def test_directional_alignment_is_two_minus_two_cos_over_channels():
     # the code's W-axis normalisation is a different quantity
     assert abs(float(directional_alignment(mu, x1, axis=2)) - float(jnp.mean(2 - 2 * cos))) > 1e-3
     assert float(directional_alignment(3.0 * x1, x1)) == pytest.approx(0.0, abs=1e-12)
+    # finite gradient at mu = 0 (zero-initialised source tables)
+    g = jax.grad(lambda m: directional_alignment(m, x1))(jnp.zeros_like(x1))
+    assert bool(jnp.all(jnp.isfinite(g)))
 
 
 def test_time_shift_properties():
