@@ -79,12 +79,13 @@ def run(cfg, out_dir: Path) -> dict:
         return jnp.mean(jax.vmap(lambda a, b: metrics.sliced_wasserstein(a, b, projections=proj))(x, ref))
 
     ref_track = means[:, None] + cfg.class_std * jax.random.normal(jax.random.key(7), (K, cfg.track_per_class, 2))
-    track = jax.jit(jax.vmap(lambda p, h: class_sw2(sample(p, h, jax.random.key(8), cfg.track_per_class, 50),
-                                                     ref_track)))
+    # the reference set is an argument, not a closed-over constant (XLA would constant-fold its sort)
+    track = jax.jit(jax.vmap(lambda p, h, ref: class_sw2(sample(p, h, jax.random.key(8), cfg.track_per_class, 50),
+                                                         ref), in_axes=(0, 0, None)))
     trainer = make_seed_trainer(init_fn, loss_fn, batch_fn, learning_rate=cfg.learning_rate, hyper_per_seed=True,
                                 chunk=cfg.track_every)
     params, losses_, evals = trainer([s for _, s in lanes], cfg.steps, hyper, eval_every=cfg.track_every,
-                                     eval_fn=lambda p: np.asarray(track(p, hyper)))
+                                     eval_fn=lambda p: np.asarray(track(p, hyper, ref_track)))
     steps_axis = np.asarray([s for s, _ in evals])
     tracked = np.stack([e for _, e in evals], 1)  # (lanes, evals)
     idx = {r: [i for i, (rr, _) in enumerate(lanes) if rr == r] for r in RUNS}
@@ -105,7 +106,7 @@ def run(cfg, out_dir: Path) -> dict:
         f = jax.jit(jax.vmap(lambda p, h, nfe=nfe: sample(p, h, jax.random.key(12), cfg.eval_per_class, nfe)))
         xs = f(params, hyper)  # (lanes, K, n, 2)
         final[nfe] = xs
-        sw = np.asarray(jax.vmap(lambda x: class_sw2(x, ref))(xs))
+        sw = np.asarray(jax.jit(jax.vmap(class_sw2, in_axes=(0, None)))(xs, ref))
         for r in RUNS:
             M[f"sw2_nfe{nfe}_{r}"] = float(np.mean(sw[idx[r]]))
     xs50 = np.asarray(final[max(cfg.nfe)])

@@ -54,9 +54,9 @@ def rk4(v, x0, steps):
 def _ot_pair(x0, x1):
     """Reorder x0 batches ``(S, B, 2)`` so that x0[s, i] is x1[s, i]'s exact-OT partner."""
     out = np.empty_like(x0)
+    cost = np.sum((x0[:, :, None] - x1[:, None]) ** 2, -1)  # (S, B, B)
     for s in range(x0.shape[0]):
-        cost = np.sum((x0[s][:, None] - x1[s][None]) ** 2, -1)
-        r, c = linear_sum_assignment(cost)
+        r, c = linear_sum_assignment(cost[s])
         out[s, c] = x0[s, r]
     return out
 

@@ -115,20 +115,20 @@ def run_part2(cfg, out_dir: Path, M: dict) -> tuple[dict, list]:
     x0 = jax.random.normal(jax.random.key(555), (cfg.samples,) + data.shape[1:])
     sample = {}
     for nfe in cfg.nfe:
-        def f(p, corrected, nfe=nfe):
+        def f(p, x0, corrected, nfe=nfe):
             v = experiment.bind(net, p)
             if corrected:
                 return euler(lambda x, t: vecor_correction(v(x, t), lam=cfg.lam, num_negatives=K), x0, nfe)
             return euler(v, x0, nfe)
 
-        sample[nfe] = jax.jit(f, static_argnums=1)
+        sample[nfe] = jax.jit(f, static_argnums=2)
     fd, energy, grids = {}, {}, {}
     runs = {"a": ("fm", False), "b": ("vecor", True), "c": ("vecor", False)}
     for name, (kind, corrected) in runs.items():
         for s in cfg.seeds:
             p = seed_slice(params, lanes.index((kind, s)))
             for nfe in cfg.nfe:
-                x = sample[nfe](p, corrected)
+                x = sample[nfe](p, x0, corrected)
                 img = np.clip(np.asarray(depth_to_space(x)), -1.0, 1.0)
                 fd.setdefault((name, nfe), []).append(metrics.digits_fd(img, imgs))
                 if nfe == max(cfg.nfe):

@@ -18,6 +18,10 @@ Paper defaults: ``fixed_std = 1`` (sigma not learned, so ``L_KL = 0``: the stron
 regularisation); time ``t = 1 - tau``, ``tau = s t'/(1 + (s - 1) t')`` with ``s = sqrt(D/4096)``
 (:func:`csfm_time_sampler`, which is :func:`flowjax.timesteps.shifted`).
 
+Checked against the released code (``src/stage2/text_encoders/regularization_loss.py``): the
+variance-only KL is ``-0.5 * mean(1 + log_var - var)`` (``var_only_kld_loss``, mean reduction), as
+here; the same file's ``token_cosine_loss`` normalises per token over channels, the axis used here.
+
 Ours / derived (not the paper's):
 - ``align_axis``: the code normalises along the last axis of ``[B, C, H, W]`` (the W axis); the
   intended per-token cosine is over channels, so the default here is the channel axis (last axis
