@@ -162,6 +162,7 @@ def run(cfg, out_dir: Path) -> dict:
     ]
     return {
         "claim": CLAIM,
+        "headline": ["steps_to_tau_a", "steps_to_tau_b", "sw2_nfe4_a", "sw2_nfe4_b", "source_std_c", "diversity_c", "diversity_b"],
         "passed": all(crit.values()),
         "metrics": M,
         "baseline": {k: v for k, v in M.items() if k.endswith("_a")},
