@@ -165,6 +165,7 @@ def run(cfg, out_dir: Path) -> dict:
         "headline": ["steps_to_tau_a", "steps_to_tau_b", "sw2_nfe4_a", "sw2_nfe4_b", "source_std_c", "diversity_c", "diversity_b"],
         "passed": all(crit.values()),
         "metrics": M,
+        "criteria": {k: bool(v) for k, v in crit.items()},
         "baseline": {k: v for k, v in M.items() if k.endswith("_a")},
         "plots": plots,
         "notes": (f"{len(cfg.seeds)} seeds x {cfg.steps} steps, batch {cfg.batch_size}, MLP {cfg.hidden}x{cfg.depth}, "

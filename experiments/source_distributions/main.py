@@ -283,6 +283,7 @@ def run(cfg, out_dir: Path) -> dict:
         "headline": ["A_pct_bad_1", "A_pct_bad_2", "A_normalised_w2_4", "A_normalised_w2_9", "A_pct_bad_6", "A_pct_bad_8", "B_fd_standard_unpruned_nfe5", "B_fd_standard_pruned_nfe5", "B_fd_standard_unpruned_nfe100", "B_fd_aligned_unpruned_nfe100"],
         "passed": bool(crit) and all(crit.values()),
         "metrics": M,
+        "criteria": {k: bool(v) for k, v in crit.items()},
         "baseline": {k: v for k, v in M.items() if k.endswith("_1") or "standard_unpruned" in k},
         "plots": plots,
         "notes": (f"A: scenarios {sorted(A_NAMES)} ({', '.join(A_NAMES[k] for k in sorted(A_NAMES))}), "

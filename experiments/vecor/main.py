@@ -171,6 +171,7 @@ def run(cfg, out_dir: Path) -> dict:
         "headline": ["p1_rel_err_uncorrected", "p1_rel_err_corrected", "deviation_energy_c", "deviation_energy_b", "fd_nfe8_a", "fd_nfe8_b"],
         "passed": bool(crit) and all(crit.values()),
         "metrics": M,
+        "criteria": {k: bool(v) for k, v in crit.items()},
         "baseline": {k: v for k, v in M.items() if k.endswith("_a")},
         "plots": plots,
         "notes": (f"part 1: 2-GMM in a {GMM_LAYOUT} layout, lambda {cfg.gmm_lam}, {len(cfg.seeds)} seeds x "
