@@ -10,6 +10,13 @@ Perceiver over text tokens); the velocity net is the library MLP (sinusoidal tim
 learned label embedding, summed) rather than a [x, t, 16-d class embedding] concatenation; t ~ U(0, 1)
 (the paper's sqrt(D/4096) shift is for D = 196608 latents and would be < 1 here). The
 steps-to-threshold of a run that never reaches the threshold is recorded as ``steps + track_every``.
+
+Known issue (measured 2026-11-28, diagnostic run of (b) for 1500 steps): with the zero-initialised mean
+table, the scale-invariant alignment loss (gradient ~ 1/||mu||) and Adam keep ``mu`` pinned near the
+origin (||mu_c|| ~ 0.008, direction jittering between axis and diagonal), so run (b) is effectively
+run (a); without alignment (d) FM moves ``mu`` only slowly (||mu_c|| ~ 0.07), as the FM optimum does not
+depend on ``mu_c`` here. A non-zero table initialisation (``mean_init_std``) is the obvious next
+experiment; it is not run yet.
 """
 
 from __future__ import annotations
