@@ -44,6 +44,7 @@ from flowjax.losses.wcfm import wcfm
 from flowjax.losses.rectok import rectok_loss
 from flowjax.losses.rectok import semantic_distillation
 from flowjax.losses.visual_bridge import visual_bridge
+from flowjax.losses.csfm import csfm
 
 from flowjax.losses.mle import check_residual_window
 from flowjax.losses.mle import inference_error_bound
@@ -79,6 +80,7 @@ __all__ = [
     "reconstruction_error",
     "residual_field",
     "sensitivity",
+    "csfm",
     "bifm",
     "bifm_time_pairs",
     "cfm",

@@ -29,6 +29,7 @@ from flowjax.nets.visual_bridge import TaskEmbedding
 from flowjax.nets.visual_bridge import circular_task_features
 from flowjax.nets.latent_conditioning import SpatialRescaler
 from flowjax.nets.latent_conditioning import one_hot_map
+from flowjax.nets.source import ClassConditionalSource
 
 from flowjax.nets.contracting import ICNNPotential
 from flowjax.nets.contracting import LinearContractingResidual
@@ -48,6 +49,7 @@ __all__ = [
     "LinearContractingResidual",
     "gradient_contracting_residual",
     "linear_contracting_residual",
+    "ClassConditionalSource",
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
     "ConvAutoencoder",
