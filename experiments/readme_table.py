@@ -45,7 +45,8 @@ def table(report: dict | None) -> str:
             elif "claim" not in res:
                 status, numbers = f"run {res.get('status', 'error')}", ""
             else:
-                status = f"claim {'reproduced' if res.get('passed') else 'not reproduced'} ({preset})"
+                reduced = f", with --set {' '.join(res['overrides'])}" if res.get("overrides") else ""
+                status = f"claim {'reproduced' if res.get('passed') else 'not reproduced'} ({preset}{reduced})"
                 numbers = _numbers(exp, res).replace("|", "/")
             lines.append(f"| {paper.title} | [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}) | {paper.family} | `{exp}` | {status} | {numbers} |")
     return "\n".join(lines)
