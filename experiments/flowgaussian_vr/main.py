@@ -254,6 +254,7 @@ def run(cfg, out_dir: Path) -> dict:
     return {
         "claim": CLAIM,
         "passed": bool(all(checks.values())),
+        "checks": {k: bool(v) for k, v in checks.items()},
         "metrics": metrics,
         "headline": ["psnr_test" + a, "psnr_test" + b, "psnr_test" + c, "epe_blobs" + a, "epe_blobs" + b],
         "baseline": {"name": "(a) photometric-only", **{k: v for k, v in metrics.items() if k.endswith(a)}},

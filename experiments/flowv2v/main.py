@@ -184,6 +184,7 @@ def run(cfg, out_dir: Path) -> dict:
     return {
         "claim": CLAIM,
         "passed": bool(all(checks.values())),
+        "checks": {k: bool(v) for k, v in checks.items()},
         "metrics": m,
         "headline": ["psnr_a_source_flow", "psnr_b_imp_pseudo_flow", "ewarp_a_source_flow", "ewarp_b_imp_pseudo_flow",
                      "iou_b_imp_pseudo_flow"],
