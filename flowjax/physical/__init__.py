@@ -1,4 +1,4 @@
-"""Physical / classical flows on image sequences (ReynoldsFlow, FlowV2V warping) and synthetic videos."""
+"""Physical / classical flows on image sequences (ReynoldsFlow, FlowV2V warping, FlowGaussian-VR splatting) and synthetic videos."""
 
 from flowjax.physical.reynoldsflow import (
     backward_divergence,
@@ -33,6 +33,7 @@ from flowjax.physical.flowv2v import (
     splat_mask,
     warping_error,
 )
+from flowjax.physical import splatting
 from flowjax.physical.synthetic import (
     bilinear_shift,
     fourier_shift,
@@ -48,5 +49,6 @@ __all__ = [
     "rgb_to_gray", "to_uint8", "translation_from_normal_flow",
     "affine_from_moments", "backward_warp", "dilate", "erode", "mask_moments", "occlusion_mask", "pseudo_flow",
     "shape_map", "splat_mask", "warping_error",
+    "splatting",
     "bilinear_shift", "fourier_shift", "smooth_texture", "tiny_uav_video", "translating_texture_sequence",
 ]

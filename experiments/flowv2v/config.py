@@ -1,0 +1,53 @@
+"""flowv2v: shape-aligned pseudo flow (IMP) drives a tiny flow-conditioned frame generator through an edit.
+
+Command:   python -m experiments.run flowv2v --preset cpu
+Hardware:  any CPU. smoke ~20 s of compute; cpu ~4-5 min on 2 idle cores (longer on a loaded machine);
+           gpu/tpu presets use the spec's generator size and training length (32 channels, batch 32, 1500 steps).
+Claim:     (paper 2506.07713: -50.66 % warping error on DAVIS-Edit; shape-aligned flow beats raw source flow and
+           optical flow beats depth/shape control.) On synthetic 24x24, 8-frame videos of a moving, rotating,
+           squashing ellipse whose first frame is edited into a rectangle / triangle / star, a frame-autoregressive
+           conditional flow-matching generator driven by the IMP pseudo flow (b) beats the same generator driven by
+           the raw source flow (a) and a mask-conditioned generator (c), and comes close to the oracle flow (d).
+           The IMP formula and the tiny generator are DERIVED (spec flowv2v.md §3.2, §5), not the paper's.
+Pass:      (spec §5) E_warp(b) <= 0.6 E_warp(a); PSNR(b) >= PSNR(a) + 1 dB; PSNR(b) >= PSNR(c);
+           PSNR(d) - PSNR(b) <= 1.5 dB; mean mask IoU(b) >= 0.8. E_warp uses the exact flow of the edited
+           target video with the forward-backward occlusion mask (no RAFT).
+Deviations (ours): cpu preset trains each generator for 600 steps at batch 16 with 24 channels (spec: 1500 steps,
+           batch 32, 32 channels) to fit a loaded 2-core machine; no calibration network (SCFC = identity, the
+           spec's "IMP only" ablation).
+"""
+
+import ml_collections
+
+SLUG = "flowv2v"
+PAPER = dict(
+    title="Consistent Video Editing as Flow-Driven Image-to-Video Generation (FlowV2V)",
+    arxiv="2506.07713",
+    spec="flowv2v.md",
+)
+CLAIM = ("Driving a flow-conditioned frame generator with the shape-aligned IMP pseudo flow of an edited first frame "
+         "lowers the warping error to <= 0.6x and raises PSNR by >= 1 dB vs the raw source flow, beats mask-only "
+         "control, stays within 1.5 dB of the oracle flow, and propagates the edited mask with IoU >= 0.8.")
+
+
+def get_config(preset: str) -> ml_collections.ConfigDict:
+    cfg = ml_collections.ConfigDict()
+    cfg.size = 24
+    cfg.num_frames = 8
+    cfg.channels = 32
+    cfg.layers = 4
+    cfg.steps = 1500
+    cfg.batch_size = 32
+    cfg.learning_rate = 2e-3
+    cfg.euler_steps = 8
+    cfg.test_clips_per_shape = 4
+    cfg.seed = 0
+    if preset == "smoke":
+        cfg.channels, cfg.steps, cfg.batch_size, cfg.test_clips_per_shape = 8, 20, 8, 1
+    elif preset == "cpu":
+        cfg.channels, cfg.steps, cfg.batch_size = 24, 600, 16
+    elif preset in ("gpu", "tpu"):
+        pass
+    else:
+        raise ValueError(f"unknown preset {preset!r}; choose one of ('smoke', 'cpu', 'gpu', 'tpu').")
+    return cfg
