@@ -38,6 +38,7 @@ class Context:
     peers: bool = True  # False: skip all PyTorch peers (e.g. in tests)
     torch_compile: bool = True  # False: skip torch.compile variants (their compile takes 10-30 s)
     peak_gflops: float | None = None  # the machine's measured f32 matmul peak, when known
+    max_case_s: float | None = None  # cap on one case's time: fewer repetitions when the first call is slow
     log: Callable[[str], None] = print
 
 
@@ -160,15 +161,21 @@ def time_calls(call: Callable[[], Any], sync: Callable[[Any], Any], ctx: Context
 
     ``sync(out)`` blocks until the result is ready (``jax.block_until_ready``; identity for
     eager PyTorch on CPU). ``per_call`` divides the times when one call runs several steps.
+    With ``ctx.max_case_s``, a slow case runs fewer warm-up and timed calls (at least one timed),
+    so that the case takes about that long; the row's ``iters`` says how many were timed.
     """
+    warmup, iters = ctx.warmup, ctx.iters
     with measure_peak_rss() as mem:
         t0 = time.perf_counter()
         sync(call())
         compile_s = time.perf_counter() - t0
-        for _ in range(ctx.warmup):
+        if ctx.max_case_s is not None and compile_s * (warmup + iters) > ctx.max_case_s:
+            iters = max(1, min(iters, int(ctx.max_case_s / max(compile_s, 1e-9)) - 1))
+            warmup = 0 if iters < ctx.iters else warmup
+        for _ in range(warmup):
             sync(call())
         times = []
-        for _ in range(ctx.iters):
+        for _ in range(iters):
             t0 = time.perf_counter()
             sync(call())
             times.append((time.perf_counter() - t0) / per_call)
@@ -178,7 +185,8 @@ def time_calls(call: Callable[[], Any], sync: Callable[[Any], Any], ctx: Context
         "iqr_ms": float(q[1] - q[0]) * 1e3,
         "min_ms": min(times) * 1e3,
         "compile_s": compile_s,
-        "iters": ctx.iters,
+        "iters": iters,
+        "warmup": warmup,
         "peak_rss_mb": mem.mb,
         "rss_method": mem.method,
     }

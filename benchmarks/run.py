@@ -49,8 +49,12 @@ def _versions() -> dict[str, str]:
     return out
 
 
-def run_benchmarks(names: list[str], ctx: C.Context, *, out: str | None = None) -> dict:
-    """Run the named benchmarks (``machine`` first, always); return and optionally write the JSON."""
+def run_benchmarks(names: list[str], ctx: C.Context, *, out: str | None = None, budget_s: float | None = None) -> dict:
+    """Run the named benchmarks (``machine`` first, always); return and optionally write the JSON.
+
+    With ``budget_s``, benchmarks that would start after that many seconds are recorded as
+    skipped (the JSON is rewritten after every benchmark, so a killed run keeps what finished).
+    """
     unknown = [n for n in names if n not in BENCHMARKS]
     if unknown:
         raise ValueError(f"unknown benchmark(s) {unknown}; choose from {list(BENCHMARKS)}.")
@@ -66,7 +70,18 @@ def run_benchmarks(names: list[str], ctx: C.Context, *, out: str | None = None) 
         "versions": _versions(),
         "benchmarks": {},
     }
+    def write():
+        if out:
+            tmp = out + ".tmp"
+            with open(tmp, "w") as fh:
+                json.dump(result, fh, indent=1, default=float)
+            os.replace(tmp, out)
+
     for name in order:
+        if budget_s is not None and time.perf_counter() - start > budget_s and name != "machine":
+            ctx.log(f"== {name}: skipped (time budget of {budget_s:.0f} s exhausted)")
+            result["benchmarks"][name] = {"name": name, "skipped": f"time budget of {budget_s:.0f} s exhausted"}
+            continue
         mod = _module(name)
         ctx.log(f"== {name}: {mod.DESCRIPTION}")
         t0 = time.perf_counter()
@@ -84,14 +99,12 @@ def run_benchmarks(names: list[str], ctx: C.Context, *, out: str | None = None) 
         for k, v in res.get("ratios", {}).items():
             ctx.log(f"  ratio {k}: {v}")
         result["benchmarks"][name] = res
+        write()
     result["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["seconds"] = time.perf_counter() - start
     result["summary"] = summary(result)
+    write()
     if out:
-        tmp = out + ".tmp"
-        with open(tmp, "w") as fh:
-            json.dump(result, fh, indent=1, default=float)
-        os.replace(tmp, out)
         ctx.log(f"wrote {out}")
     return result
 
@@ -114,6 +127,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", default=None, help="comma-separated benchmark names (see --list)")
     ap.add_argument("--out", default=None, help="write the JSON results here")
     ap.add_argument("--iters", type=int, default=None, help="timed calls per case (default 10; 3 with --quick)")
+    ap.add_argument("--warmup", type=int, default=None, help="untimed calls after the first (default 2; 1 with --quick)")
+    ap.add_argument("--budget-s", type=float, default=None, help="skip benchmarks that would start after this many seconds")
+    ap.add_argument("--max-case-s", type=float, default=None,
+                    help="cap one case's time: fewer repetitions when its first call is slow (loaded machines)")
     ap.add_argument("--no-peers", action="store_true", help="skip the PyTorch peers")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile variants")
     ap.add_argument("--list", action="store_true", help="list the benchmarks and exit")
@@ -125,14 +142,15 @@ def main(argv: list[str] | None = None) -> int:
     names = list(BENCHMARKS) if not args.only else [x.strip() for x in args.only.split(",") if x.strip()]
     ctx = C.Context(
         quick=args.quick,
-        warmup=1 if args.quick else 2,
+        warmup=args.warmup if args.warmup is not None else (1 if args.quick else 2),
         iters=args.iters or (3 if args.quick else 10),
         peers=not args.no_peers,
+        max_case_s=args.max_case_s,
         torch_compile=not (args.no_compile or args.quick),
         log=lambda s: print(s, flush=True),
     )
     try:
-        res = run_benchmarks(names, ctx, out=args.out)
+        res = run_benchmarks(names, ctx, out=args.out, budget_s=args.budget_s)
     except ValueError as e:
         ap.error(str(e))
     print(json.dumps(res["summary"], indent=1, default=float))

@@ -79,3 +79,21 @@ def test_peak_rss_sees_a_large_allocation():
         a += 1.0
         del a
     assert mem.mb >= 48.0, mem.mb
+
+
+def test_time_calls_caps_slow_cases_and_divides_per_call():
+    import time as _time
+
+    calls = []
+
+    def slow():
+        calls.append(1)
+        _time.sleep(0.05)
+
+    ctx = C.Context(warmup=2, iters=10, max_case_s=0.12, log=lambda s: None)
+    row = C.time_calls(slow, C.no_sync, ctx, per_call=2)
+    # first call 0.05 s x 12 calls > 0.12 s: one timed call, no warm-up
+    assert (row["iters"], row["warmup"], len(calls)) == (1, 0, 2)
+    assert 0.02 <= row["median_ms"] / 1e3 <= 0.2  # 0.05 s / per_call 2, with scheduling slack
+    row = C.time_calls(lambda: None, C.no_sync, C.Context(warmup=1, iters=3, log=lambda s: None))
+    assert (row["iters"], row["warmup"]) == (3, 1)
