@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from experiments import run as runner
+from experiments.headlines import failed_criteria, headline_names
 from experiments.papers import PAPERS, Paper
 
 DEFAULT_TIMEOUTS = {"smoke": 600, "cpu": 1800, "gpu": 4 * 3600, "tpu": 4 * 3600}
@@ -103,10 +104,10 @@ def _status(result: dict | None, preset: str) -> str:
     return "passed" if result.get("passed") else "failed"
 
 
-def headline(result: dict, limit: int = 6) -> dict[str, float]:
-    """The numbers a reader wants first: the experiment's ``headline`` metrics, else its first few."""
+def headline(result: dict, limit: int = 6, slug: str = "") -> dict[str, float]:
+    """The numbers a reader wants first (see :mod:`experiments.headlines`)."""
     metrics = result.get("metrics", {})
-    names = result.get("headline") or list(metrics)[:limit]
+    names = headline_names(slug or result.get("experiment", ""), result, limit)
     return {k: metrics[k] for k in names if k in metrics}
 
 
@@ -179,8 +180,10 @@ def write_markdown(path: Path, preset: str, summary: dict, results: dict[str, di
                 lines += [f"Run {status} after {res.get('seconds', 0):.0f} s. Last lines of the log:", "", "```", res.get("log_tail", ""), "```", ""]
                 continue
             lines += [f"**Claim checked:** {res['claim']}", "", f"Wall time: {res.get('seconds', 0):.1f} s.", ""]
-            if res.get("checks"):
-                lines += ["Checks: " + ", ".join(f"{k} = {'yes' if v else 'no'}" for k, v in res["checks"].items()), ""]
+            lines += ["**Measured:** " + ", ".join(f"{k} = {_fmt(v)}" for k, v in headline(res, slug=exp).items()), ""]
+            crit = res.get("checks") or res.get("criteria")
+            if isinstance(crit, dict) and crit:
+                lines += ["Pass criteria: " + ", ".join(f"{k} = {'yes' if v else 'no'}" for k, v in crit.items()), ""]
             lines += ["| metric | value |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in res.get("metrics", {}).items()] + [""]
             if res.get("baseline"):
                 lines += ["Baseline: " + ", ".join(f"{k} = {_fmt(v)}" for k, v in res["baseline"].items()), ""]
@@ -217,6 +220,10 @@ def write_html(path: Path, preset: str, summary: dict, results: dict[str, dict],
                 parts.append(f"<pre>{e(res.get('log_tail', ''))}</pre>")
                 continue
             parts.append(f"<p><b>Claim checked:</b> {e(res['claim'])}<br>Wall time: {res.get('seconds', 0):.1f} s</p>")
+            parts.append("<p><b>Measured:</b> " + e(", ".join(f"{k} = {_fmt(v)}" for k, v in headline(res, slug=exp).items())) + "</p>")
+            crit = res.get("checks") or res.get("criteria")
+            if isinstance(crit, dict) and crit:
+                parts.append("<p>Pass criteria: " + e(", ".join(f"{k} = {'yes' if v else 'no'}" for k, v in crit.items())) + "</p>")
             parts.append("<table>" + "".join(f"<tr><td>{e(k)}</td><td>{e(_fmt(v))}</td></tr>" for k, v in res.get("metrics", {}).items()) + "</table>")
             if res.get("notes"):
                 parts.append(f"<p>{e(str(res['notes']))}</p>")
@@ -245,6 +252,18 @@ def write_report(out_dir: Path, preset: str, results: dict[str, dict], available
     return payload
 
 
+def previous_results(out_dir: Path, slugs: Sequence[str], preset: str) -> dict[str, dict]:
+    """Results already in ``out_dir`` for ``slugs`` at ``preset`` (read only, nothing runs)."""
+    found = {}
+    for slug in slugs:
+        path = out_dir / slug / "results.json"
+        if path.exists():
+            res = json.loads(path.read_text())
+            if res.get("preset", preset) == preset:
+                found[slug] = res
+    return found
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.paperset", description="Run every experiment and write a report.")
     parser.add_argument("--preset", default="smoke", choices=runner.PRESETS)
@@ -266,6 +285,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     runner.check_output_dir(out_dir)
     timeout = args.timeout or DEFAULT_TIMEOUTS[args.preset]
     results = collect(sorted(slugs), args.preset, out_dir, force=args.force, timeout=timeout, progress=not args.no_progress)
+    # `--only` limits what runs, not what is reported: earlier results in the same directory stay in the report.
+    results = {**previous_results(out_dir, sorted(available - set(slugs)), args.preset), **results}
     report = write_report(out_dir, args.preset, results, available)
     s = report["summary"]
     print(f"{s['ran']} experiments ran: {s['passed']} passed, {s['failed']} failed, {s['errors']} errors; "

@@ -16,15 +16,18 @@ import sys
 from pathlib import Path
 
 from experiments import run as runner
+from experiments.headlines import failed_criteria, headline_names
 from experiments.papers import PAPERS
 
 START, END = "<!-- paper-table:start -->", "<!-- paper-table:end -->"
 
 
-def _numbers(result: dict, limit: int = 4) -> str:
+def _numbers(slug: str, result: dict) -> str:
     metrics = result.get("metrics", {})
-    names = result.get("headline") or list(metrics)[:limit]
-    return "; ".join(f"{k} {metrics[k]:.3g}" if isinstance(metrics[k], (int, float)) else f"{k} {metrics[k]}" for k in names if k in metrics)
+    names = headline_names(slug, result)
+    text = "; ".join(f"{k} {metrics[k]:.3g}" if isinstance(metrics[k], (int, float)) else f"{k} {metrics[k]}" for k in names if k in metrics)
+    missed = failed_criteria(result)
+    return text + (f"; missed: {', '.join(missed)}" if missed and not result.get("passed") else "")
 
 
 def table(report: dict | None) -> str:
@@ -43,7 +46,7 @@ def table(report: dict | None) -> str:
                 status, numbers = f"run {res.get('status', 'error')}", ""
             else:
                 status = f"claim {'reproduced' if res.get('passed') else 'not reproduced'} ({preset})"
-                numbers = _numbers(res)
+                numbers = _numbers(exp, res).replace("|", "/")
             lines.append(f"| {paper.title} | [{paper.arxiv}](https://arxiv.org/abs/{paper.arxiv}) | {paper.family} | `{exp}` | {status} | {numbers} |")
     return "\n".join(lines)
 

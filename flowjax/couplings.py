@@ -140,7 +140,7 @@ def per_shard(base: Coupling, mesh: jax.sharding.Mesh, axis: str = "data") -> Co
     """Run ``base`` independently on each data shard (no cross-device communication).
 
     Global indices are returned, so the result is used exactly like ``base``'s. Each shard's key is
-    ``fold_in(key, shard_index)``. ``check_vma=False`` because the solvers' while loops carry
+    ``fold_in(key, shard_index)``. :func:`shard_local` computes the same pairing without a mesh. ``check_vma=False`` because the solvers' while loops carry
     replicated constants (optax's Hungarian algorithm), which the varying-axis check rejects.
     """
     from jax.sharding import PartitionSpec as P
@@ -341,6 +341,10 @@ def shard_local(base: Coupling, num_shards: int) -> Coupling:
     blocks, and no communication is needed (the blocks are a ``vmap`` axis, which the compiler
     partitions like the batch). The returned indices are global. Results depend on the block size,
     like any minibatch OT; to pair over the gathered batch instead, call ``base`` directly.
+
+    Same pairing (and the same per-block keys, ``fold_in(key, block)``) as :func:`per_shard` with a
+    mesh of ``num_shards`` devices: ``per_shard`` spells the per-device program out with
+    ``shard_map`` over a given mesh; this one needs no mesh and leaves partitioning to the compiler.
     """
     if not isinstance(num_shards, int) or num_shards < 1:
         raise ValueError(f"`num_shards` must be a positive int, got {num_shards!r}.")
@@ -351,7 +355,8 @@ def shard_local(base: Coupling, num_shards: int) -> Coupling:
             raise ValueError(f"batch {n} is not divisible by num_shards={num_shards}.")
         m = n // num_shards
         blocks = lambda a: a.reshape((num_shards, m) + a.shape[1:])
-        keys = _like_leading_sharding(jax.random.split(key, num_shards), blocks(x1))
+        keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_shards))
+        keys = _like_leading_sharding(keys, blocks(x1))
         if labels is None:
             i0, i1 = jax.vmap(lambda k, a, b: base(k, a, b))(keys, blocks(x0), blocks(x1))
         else:

@@ -72,6 +72,20 @@ def test_ot_per_data_shard():
         np.testing.assert_array_equal(i0[sl], np.asarray(local0) + 8 * s)
 
 
+@pytest.mark.parametrize("make", [couplings.ot_exact, lambda: couplings.ot_sinkhorn(0.1, sample=True)])
+def test_shard_local_equals_per_shard(make):
+    """The mesh-free blockwise pairing and the shard_map one are the same plan (same keys per block)."""
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    x0 = jax.random.normal(jax.random.key(14), (64, 2))
+    x1 = jax.random.normal(jax.random.key(15), (64, 2)) + 1.0
+    sharding = jax.sharding.NamedSharding(mesh, P("data"))
+    x0s, x1s = jax.device_put(x0, sharding), jax.device_put(x1, sharding)
+    a = jax.jit(couplings.per_shard(make(), mesh))(jax.random.key(3), x0s, x1s)
+    b = jax.jit(couplings.shard_local(make(), 8))(jax.random.key(3), x0, x1)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
 def test_shape_mismatch_raises():
     with pytest.raises(ValueError, match="same shape"):
         couplings.ot_exact()(jax.random.key(0), jnp.ones((4, 2)), jnp.ones((5, 2)))

@@ -7,8 +7,8 @@ Claim:     (gesturelsm.md sec. 5, Liu et al. 2501.18898 + Frans et al. 2410.1255
            3-region gesture task conditioned on an audio envelope: FD(shortcut+Beta, N) < 0.6 x FD(FM, N)
            for N = 1, 2; FD(shortcut+Beta, 2) <= 1.05 x FD(shortcut+uniform, 2); cross-region coherence
            of the joint model >= that of a region-independent model + 0.15.
-           NOTE: the spec's spatial-temporal transformer was not available on main when this was written;
-           the denoiser is an MLP over the flattened regions (joint) or per region (independent, variant d).
+           Denoiser: the spec's spatial-temporal transformer (flowjax.nets.STTransformer; `--set net=mlp`
+           gives the earlier MLP denoiser).
 """
 
 import ml_collections
@@ -26,7 +26,11 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
     cfg.regions = 3
     cfg.latent = 4
     cfg.noise = 0.05
-    cfg.hidden = 256
+    cfg.net = "st"          # "st" (spatial-temporal transformer, the spec's) or "mlp"
+    cfg.st_dim = 64
+    cfg.st_depth = 2
+    cfg.st_heads = 4
+    cfg.hidden = 256        # MLP denoiser (net="mlp")
     cfg.depth = 3
     cfg.time_dim = 32
     cfg.batch_size = 64
@@ -44,10 +48,12 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
     cfg.nfe = (1, 2, 4)
     if preset == "smoke":
         cfg.hidden, cfg.depth, cfg.steps, cfg.eval_samples, cfg.nfe = 32, 2, 30, 256, (1, 2)
+        cfg.st_dim, cfg.st_depth = 16, 1
     elif preset == "cpu":
         pass
     elif preset in ("gpu", "tpu"):
         cfg.hidden, cfg.batch_size, cfg.steps, cfg.eval_samples = 512, 256, 10000, 8192
+        cfg.st_dim, cfg.st_depth = 256, 6
     else:
         raise ValueError(f"unknown preset {preset!r}; choose one of ('smoke', 'cpu', 'gpu', 'tpu').")
     return cfg

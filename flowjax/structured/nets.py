@@ -72,4 +72,31 @@ class PointNetField(nn.Module):
         return nn.Dense(x.shape[-1], kernel_init=nn.initializers.zeros)(h)
 
 
-__all__ = ["ConditionalMLP", "PointNetField"]
+class AFMNet(nn.Module):
+    """Action Flow Matching velocity ``v(a_t, t, c=z)`` (spec action-fm.md §3.3, read from the official code).
+
+    Action encoder MLP(``[t, a_t]`` → 64 → 64), dynamics-regime encoder MLP(``z`` → 64 → 64), flow
+    head MLP(128 → 128 → 64 → ``|a|``) on their concatenation, ELU activations throughout. Time
+    enters raw (no sinusoidal embedding), as in the code.
+    """
+
+    width: int = 64
+
+    @nn.compact
+    def __call__(self, x: Array, t: Array, c: Array | None = None) -> Array:
+        if c is None:
+            raise ValueError("AFMNet needs the dynamics-regime condition c=z of shape (n, d_z).")
+        n = x.shape[0]
+        t = jnp.broadcast_to(jnp.asarray(t, x.dtype), (n,))
+        h_a = jnp.concatenate([t[:, None], x], -1)
+        h_z = c.reshape(n, -1).astype(x.dtype)
+        for i in range(2):
+            h_a = nn.elu(nn.Dense(self.width, name=f"action_{i}")(h_a))
+            h_z = nn.elu(nn.Dense(self.width, name=f"dynamics_{i}")(h_z))
+        h = jnp.concatenate([h_a, h_z], -1)
+        h = nn.elu(nn.Dense(2 * self.width, name="flow_0")(h))
+        h = nn.elu(nn.Dense(self.width, name="flow_1")(h))
+        return nn.Dense(x.shape[-1], name="out")(h)
+
+
+__all__ = ["AFMNet", "ConditionalMLP", "PointNetField"]

@@ -71,3 +71,22 @@ def test_paperset_counts_failures_and_resumes(tmp_path):
     assert (report["summary"]["passed"], report["summary"]["errors"]) == (1, 1)
     text = (tmp_path / "report.md").read_text()
     assert "ot-cfm`: error" in text and (tmp_path / "report.html").exists()
+
+
+def test_report_keeps_earlier_results_and_shows_headline_numbers(tmp_path):
+    import json
+
+    from experiments.headlines import failed_criteria, headline_names
+    from experiments.paperset import previous_results
+
+    (tmp_path / "ot-cfm").mkdir()
+    (tmp_path / "ot-cfm" / "results.json").write_text(json.dumps({"preset": "cpu", "metrics": {"a": 1.0}}))
+    (tmp_path / "cfm").mkdir()
+    (tmp_path / "cfm" / "results.json").write_text(json.dumps({"preset": "smoke", "metrics": {"a": 1.0}}))
+    assert set(previous_results(tmp_path, ["ot-cfm", "cfm", "wcfm"], "cpu")) == {"ot-cfm"}
+    result = {"metrics": {"z": 1.0, "sw2_nfe1_icfm_B256": 2.0, "sw2_nfe1_wcfm_eps1_B256": 1.0},
+              "criteria": {"beats baseline": False, "finite": True}}
+    assert headline_names("wcfm", result) == ["sw2_nfe1_wcfm_eps1_B256", "sw2_nfe1_icfm_B256"]
+    assert headline_names("unknown", result) == ["z", "sw2_nfe1_icfm_B256", "sw2_nfe1_wcfm_eps1_B256"]
+    assert headline_names("wcfm", {**result, "headline": ["z"]}) == ["z"]
+    assert failed_criteria(result) == ["beats baseline"]
