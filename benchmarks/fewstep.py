@@ -30,7 +30,6 @@ DESCRIPTION = "few-step value: samples/s at SW2 within 10% of 100-step FM (short
 def run(ctx: C.Context) -> dict:
     from experiments import _fewstep_common as F
 
-    cfg = F.model_table.__globals__["losses"]  # noqa: F841 - ensure the module imported
     base = ml_collections.ConfigDict(dict(
         hidden=128, depth=4, time_dim=16, batch_size=512, steps=150 if ctx.quick else 1500, learning_rate=1e-3,
         ema_decay=0.99, seed=0, mf_mean=0.4, mf_std=1.0, mf_fm_fraction=0.75, mf_norm_p=1.0, mf_norm_eps=0.01,
