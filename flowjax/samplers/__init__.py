@@ -31,6 +31,7 @@ from flowjax.samplers.ode import ode
 from flowjax.samplers.ode import sample_with_log_likelihood
 from flowjax.samplers.ode import sde
 from flowjax.samplers.ode import standard_normal_log_prob
+from flowjax.samplers.ode import velocity_and_divergence
 from flowjax.samplers.first_order import data_and_noise
 from flowjax.samplers.first_order import first_order
 from flowjax.samplers.first_order import to_data_sample
@@ -91,6 +92,7 @@ __all__ = [
     "divergence_hutchinson",
     "get_solver",
     "log_likelihood",
+    "velocity_and_divergence",
     "ode",
     "pf_ode_log_likelihood",
     "sample_with_log_likelihood",

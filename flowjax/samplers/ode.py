@@ -213,6 +213,37 @@ def divergence_exact(v_fn: VelocityFn, x: Array, t: Array, c: Any = None) -> Arr
     return jax.vmap(single)(x, t, jax.tree.map(lambda a: a[:, None] if a.ndim == 1 else a[:, None], c))
 
 
+def velocity_and_divergence(
+    v_fn: VelocityFn, x: Array, t: Array, *, eps: Array | None = None, c: Any = None
+) -> tuple[Array, Array]:
+    """``(v(x, t), div_x v(x, t))`` from one set of forward-mode passes (the JVPs carry the primal).
+
+    Same values as ``_call``/:func:`divergence_exact` (``eps=None``) or
+    :func:`divergence_hutchinson` (``eps`` given), but the velocity is the primal output of the
+    divergence's JVPs instead of a separate network evaluation: per step of a likelihood solve
+    that is ``1 + d`` instead of ``2 + d`` network passes (exact) and 2 instead of 3
+    (Hutchinson). Ours (an implementation detail, no paper equation).
+    """
+    if eps is not None:
+        f = (lambda z: v_fn(z, t)) if c is None else (lambda z: v_fn(z, t, c=c))
+        v, jvp = jax.jvp(f, (x,), (eps,))
+        return v, jnp.sum((jvp * eps).reshape(x.shape[0], -1), axis=-1)
+    shape = x.shape[1:]
+
+    def single(xi, ti, ci):
+        def f_flat(z):
+            zb = z.reshape((1,) + shape)
+            out = (v_fn(zb, ti[None]) if ci is None else _call(v_fn, zb, ti, ci)).reshape(-1)
+            return out, out
+
+        jac, v = jax.jacfwd(f_flat, has_aux=True)(xi.reshape(-1))
+        return v.reshape(shape), jnp.trace(jac)
+
+    if c is None:
+        return jax.vmap(lambda xi, ti: single(xi, ti, None))(x, t)
+    return jax.vmap(single)(x, t, jax.tree.map(lambda a: a[:, None], c))
+
+
 def divergence_hutchinson(v_fn: VelocityFn, x: Array, t: Array, eps: Array, c: Any = None) -> Array:
     """Hutchinson's estimator ``eps^T (d v / d x) eps`` per sample (one JVP)."""
     f = (lambda z: v_fn(z, t)) if c is None else (lambda z: v_fn(z, t, c=c))
@@ -236,11 +267,8 @@ def _likelihood_solve(v_fn, x_start, t_start, t_end, *, divergence, key, solver,
     def field(t, state, args):
         x, _ = state
         tt = jnp.full((x.shape[0],), t, x.dtype)
-        v = _call(v_fn, x, t, c)
-        if divergence == "exact":
-            div = divergence_exact(v_fn, x, tt, c)
-        else:
-            div = divergence_hutchinson(v_fn, x, tt, eps, c)
+        # One pass for both: the divergence's JVPs carry v as their primal output.
+        v, div = velocity_and_divergence(v_fn, x, tt, eps=eps, c=c)
         return v, -div
 
     solver_obj, adaptive = get_solver(solver)
@@ -325,4 +353,5 @@ __all__ = [
     "sample_with_log_likelihood",
     "sde",
     "standard_normal_log_prob",
+    "velocity_and_divergence",
 ]
