@@ -18,7 +18,7 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "flair": ("psnr_flair", "psnr_projected_euler", "psnr_flair_no_dta", "correct_flair"),
     "flow-grpo": ("final_mean", "gain_seed0", "marginal_mean_err_t1", "marginal_cov_rel_err_t1"),
     "fmpose3d": ("mpjpe_rpea_H10_S3", "mpjpe_mean_H10_S3", "mpjpe_single_H10_S3", "mpjpe_regression"),
-    "gesturelsm": ("c_shortcut_beta/fd_nfe2", "a_fm/fd_nfe2", "b_shortcut_uniform/fd_nfe2", "c_shortcut_beta/coherence_nfe2",
+    "gesturelsm": ("c_shortcut_beta/fd_nfe1", "a_fm/fd_nfe1", "c_shortcut_beta/fd_nfe2", "a_fm/fd_nfe2", "c_shortcut_beta/coherence_nfe2",
                    "d_beta_independent_regions/coherence_nfe2"),
     "kvpo": ("on_manifold_kvpo", "on_manifold_pretrained", "final_reward_kvpo", "final_reward_sde", "final_reward_pretrained"),
     "latent-fm": ("fd_latent", "fd_pixel", "train_macs_ratio", "acc_latent"),

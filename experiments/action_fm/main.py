@@ -183,7 +183,8 @@ def run(cfg, out_dir: Path) -> dict:
     metrics.update(afm_metrics)
     gain = metrics["success_afm"] - metrics["success_finetune"]
     fewer_steps = bool(both.any()) and metrics["steps_afm_both_complete"] < metrics["steps_finetune_both_complete"]
-    passed = bool(gain >= 15.0 and fewer_steps)
+    criteria = {"success_afm_ge_finetune_plus_15pts": bool(gain >= 15.0), "afm_fewer_steps_on_runs_both_complete": fewer_steps}
+    passed = all(criteria.values())
 
     per_fault = {m: success[m].reshape(len(faults), len(cfg.seeds)).mean(1) for m in MODES}
     plots = [_plot_success(out_dir / "success_per_fault.png", faults, per_fault),
@@ -191,6 +192,7 @@ def run(cfg, out_dir: Path) -> dict:
     return {
         "claim": CLAIM,
         "passed": passed,
+        "criteria": criteria,
         "metrics": metrics,
         "baseline": {"success_finetune": metrics["success_finetune"], "success_nominal": metrics["success_nominal"]},
         "per_fault_success": {m: per_fault[m].tolist() for m in MODES},
