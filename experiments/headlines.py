@@ -35,6 +35,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "snapflow": ("snapflow/success_1nfe", "teacher/success_euler1", "teacher/success_euler10", "conditional_ablation/success_1nfe"),
     "splitmeanflow": ("8gaussians/splitmeanflow/sw2_nfe1", "8gaussians/meanflow/sw2_nfe1", "8gaussians/fm/sw2_nfe1",
                       "seconds_per_step/splitmeanflow", "seconds_per_step/meanflow"),
+    "visual-bridge": ("acc_A_universal", "acc_A_specialist", "acc_A_regressor", "mse_B_universal", "mse_B_specialist",
+                      "recall1_C_universal", "recall1_C_specialist"),
     "wcfm": ("sw2_nfe1_wcfm_eps1_B256", "sw2_nfe1_icfm_B256", "sw2_nfe1_ot_B256", "straightness_wcfm_eps1_B256"),
 }
 
