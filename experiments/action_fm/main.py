@@ -103,7 +103,7 @@ def make_episode(cfg, mode: str, transport, waypoints: jax.Array):
         c = dict(
             s=jnp.array([0.0, 0.0, jnp.pi / 4]), k=jnp.int32(0), t=jnp.int32(0), params=params, opt=opt.init(params),
             buf=buf, mean=jnp.zeros((cfg.horizon, 2)), pred_prev=jnp.zeros(3), has_prev=False, probe_prev=False,
-            s_prev=jnp.zeros(3), a_prev=jnp.zeros(2), z_theta=jnp.float32(0.0), z_probe=jnp.zeros(2), z_e=jnp.zeros(3),
+            s_prev=jnp.zeros(3), a_prev=jnp.zeros(2), z_theta=jnp.zeros(()), z_probe=jnp.zeros(2), z_e=jnp.zeros(3),
             probes=jnp.int32(0), key=key,
         )
 
