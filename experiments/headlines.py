@@ -17,6 +17,8 @@ HEADLINES: dict[str, tuple[str, ...]] = {
     "euphonium": ("final_d_euphonium_distill", "final_c_euphonium_code", "final_a_flow_grpo", "d_reaches_b_final_at_seed0"),
     "flair": ("psnr_flair", "psnr_projected_euler", "psnr_flair_no_dta", "correct_flair"),
     "flow-grpo": ("final_mean", "gain_seed0", "marginal_mean_err_t1", "marginal_cov_rel_err_t1"),
+    "flowturbo": ("err_trained_flowturbo", "err_trained_heun3", "err_trained_euler6", "err_trained_heun8",
+                  "err_analytic_flowturbo_noise0.0", "err_analytic_euler6", "sec_per_sample_flowturbo", "sec_per_sample_heun8"),
     "fmpose3d": ("mpjpe_rpea_H10_S3", "mpjpe_mean_H10_S3", "mpjpe_single_H10_S3", "mpjpe_regression"),
     "gesturelsm": ("c_shortcut_beta/fd_nfe1", "a_fm/fd_nfe1", "c_shortcut_beta/fd_nfe2", "a_fm/fd_nfe2", "c_shortcut_beta/coherence_nfe2",
                    "d_beta_independent_regions/coherence_nfe2"),
