@@ -5,6 +5,11 @@
 Status per experiment: ``planned`` (no experiment yet), ``implemented`` (experiment exists, no
 cpu-or-larger result in the report), ``claim reproduced (cpu)`` / ``claim not reproduced (cpu)``
 with the measured headline numbers, or the run's error.
+
+Runs live in ``runs/`` (ignored by git), so a later session's report may cover only the experiments
+it reran. An experiment with no result in the report keeps the row the README already shows for it
+(a measured row is never replaced by ``implemented``); pass ``--drop-missing`` to rebuild from the
+report alone.
 """
 
 from __future__ import annotations
@@ -30,7 +35,18 @@ def _numbers(slug: str, result: dict) -> str:
     return text + (f"; missed: {', '.join(missed)}" if missed and not result.get("passed") else "")
 
 
-def table(report: dict | None) -> str:
+def existing_rows(readme_text: str) -> dict[str, str]:
+    """Rows of the README's current paper table, keyed by experiment slug."""
+    rows = {}
+    for line in readme_text.splitlines():
+        match = re.match(r"^\|[^|]*\|[^|]*\|[^|]*\| `([a-z0-9-]+)` \|", line)
+        if match:
+            rows[match.group(1)] = line
+    return rows
+
+
+def table(report: dict | None, keep: dict[str, str] | None = None) -> str:
+    """The paper table; ``keep`` maps slugs to earlier rows used where the report has no result."""
     available = set(runner.discover())
     results = (report or {}).get("results", {})
     preset = (report or {}).get("preset", "")
@@ -38,6 +54,10 @@ def table(report: dict | None) -> str:
     for paper in PAPERS:
         for exp in paper.experiments:
             res = results.get(exp)
+            earlier = (keep or {}).get(exp, "")
+            if exp in available and res is None and "| claim " in earlier:
+                lines.append(earlier)
+                continue
             if exp not in available:
                 status, numbers = "planned", ""
             elif res is None or preset not in ("cpu", "gpu", "tpu"):
@@ -52,11 +72,12 @@ def table(report: dict | None) -> str:
     return "\n".join(lines)
 
 
-def update_readme(readme: Path, report: dict | None) -> None:
+def update_readme(readme: Path, report: dict | None, *, keep_missing: bool = True) -> None:
     text = readme.read_text()
     if START not in text or END not in text:
         raise ValueError(f"{readme} has no {START} ... {END} markers.")
-    new = re.sub(re.escape(START) + r".*?" + re.escape(END), START + "\n" + table(report) + "\n" + END, text, flags=re.S)
+    keep = existing_rows(text) if keep_missing else None
+    new = re.sub(re.escape(START) + r".*?" + re.escape(END), lambda _: START + "\n" + table(report, keep) + "\n" + END, text, flags=re.S)
     readme.write_text(new)
 
 
@@ -64,9 +85,10 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.readme_table")
     parser.add_argument("report", nargs="?", default=None, help="report.json of a paper-set run (cpu preset)")
     parser.add_argument("--readme", default="README.md")
+    parser.add_argument("--drop-missing", action="store_true", help="do not keep earlier rows for experiments the report lacks")
     args = parser.parse_args(argv)
     report = json.loads(Path(args.report).read_text()) if args.report else None
-    update_readme(Path(args.readme), report)
+    update_readme(Path(args.readme), report, keep_missing=not args.drop_missing)
     return 0
 
 

@@ -90,3 +90,20 @@ def test_report_keeps_earlier_results_and_shows_headline_numbers(tmp_path):
     assert headline_names("unknown", result) == ["z", "sw2_nfe1_icfm_B256", "sw2_nfe1_wcfm_eps1_B256"]
     assert headline_names("wcfm", {**result, "headline": ["z"]}) == ["z"]
     assert failed_criteria(result) == ["beats baseline"]
+
+
+def test_readme_table_keeps_measured_rows_the_report_lacks(tmp_path):
+    from experiments import readme_table
+
+    readme = tmp_path / "README.md"
+    measured = ("| W-CFM: Weighted Conditional Flow Matching | [x](y) | objectives | `wcfm` | "
+                "claim reproduced (cpu) | sw2 0.3 |")
+    readme.write_text(f"intro\n{readme_table.START}\n{measured}\n{readme_table.END}\nrest\n")
+    report = {"preset": "cpu", "results": {"ot-cfm": {"claim": "c", "passed": True, "metrics": {"m": 1.0}}}}
+    readme_table.update_readme(readme, report)
+    text = readme.read_text()
+    assert measured in text                                          # kept: not in this report
+    assert "`ot-cfm` | claim reproduced (cpu)" in text               # new result
+    assert "`cfm` | implemented |" in text                           # nothing earlier, nothing now
+    readme_table.update_readme(readme, report, keep_missing=False)
+    assert measured not in readme.read_text()
