@@ -57,3 +57,38 @@ def test_ema_tracks_params():
     step = jax.jit(make_train_step(_loss, opt, ema_decay=0.5))
     new, _ = step(state, _batch_fn(0))
     np.testing.assert_allclose(new.ema_params["w"], 0.5 * state.params["w"] + 0.5 * new.params["w"], rtol=1e-6)
+
+
+def test_training_and_data_streams_share_no_key():
+    """Same integer seed for fit and the batcher must not make the loss reuse the data's random bits."""
+    from flowjax import keystreams
+    from flowjax.data import make_sampler_batch_fn
+
+    seed, k = 3, 11
+    state = create_train_state(_params(), optax.sgd(0.1), jax.random.key(seed)).replace(step=jnp.array(k, jnp.int32))
+    train = np.asarray(step_key(state))
+    plain = np.asarray(jax.random.key_data(jax.random.fold_in(jax.random.key(seed), k)))
+    data = np.asarray(jax.random.key_data(make_sampler_batch_fn(lambda key, n: jnp.zeros((n, 1)), 4, seed=seed).key(k)))
+    assert not np.array_equal(train, plain) and not np.array_equal(train, data) and not np.array_equal(data, plain)
+    np.testing.assert_array_equal(train, np.asarray(keystreams.train_key(jax.random.key_data(jax.random.key(seed)), k)))
+
+
+def test_loss_noise_is_independent_of_data_drawn_with_the_same_seed():
+    """The regression behind `flowjax.keystreams`: a loss and a sampler that split their keys alike
+    drew identical numbers (correlation exactly 1) when fit and the batcher got the same seed."""
+    from flowjax.data import make_sampler_batch_fn
+
+    n = 512
+
+    def sample(key, m):
+        return jax.random.normal(jax.random.split(key, 3)[0], (m, 1))
+
+    def loss(params, key, batch):
+        noise = jax.random.normal(jax.random.split(key, 3)[0], (n, 1))
+        corr = jnp.corrcoef(noise[:, 0], batch[:, 0])[0, 1]
+        return jnp.sum(params["w"] ** 2), {"corr": corr}
+
+    _, hist = fit(loss, {"w": jnp.ones(1)}, batch_fn=make_sampler_batch_fn(sample, n, seed=5), steps=8,
+                  key=jax.random.key(5), log_every=1, learning_rate=0.1)
+    corrs = np.array([h["corr"] for h in hist])
+    assert np.all(np.abs(corrs) < 0.2), corrs  # independent draws: |corr| ~ 1/sqrt(512) = 0.044

@@ -5,14 +5,17 @@ MaxText, so that a resumed run sees exactly the batches an unbroken run would):
 
 - :func:`make_batch_fn` over an in-memory dataset of ``N`` examples: epochs are random
   permutations of the data, the permutation of epoch ``e`` is
-  ``jax.random.permutation(fold_in(key(seed), e), N)``, and step ``k`` takes the slice
+  ``jax.random.permutation(data_key(seed, e), N)``, and step ``k`` takes the slice
   ``[(k mod S) B, (k mod S) B + B)`` of the permutation of epoch ``k // S`` (``S`` steps per
   epoch, ``B`` the global batch size). With ``drop_last=True`` the last ``N mod B`` examples of
   each permutation are skipped (they differ from epoch to epoch); with ``drop_last=False`` the last
   batch of an epoch is completed by wrapping around to the start of the same permutation, so every
   example appears at least once per epoch and shapes stay static.
 - :func:`make_sampler_batch_fn` for infinite generated data: the global batch at step ``k`` is
-  ``sample_fn(fold_in(key(seed), k), B)``.
+  ``sample_fn(data_key(seed, k), B)``.
+
+``data_key`` (:mod:`flowjax.keystreams`) folds a data-stream tag into ``key(seed)`` first, so a batch
+never reuses the random bits of the training step that consumes it when both get the same seed.
 
 Both work with a Python ``int`` step or a traced integer inside ``jit``. Checkpointing needs only
 the step number.
@@ -41,7 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray, PyTree
 
-from flowjax import _checks
+from flowjax import _checks, keystreams
 
 
 def _resolve_process(process_index: int | None, process_count: int | None, batch_size: int) -> tuple[int, int]:
@@ -121,7 +124,7 @@ class BatchFn:
             raise TypeError(f"`step` must be an integer scalar, got dtype {step.dtype} and shape {step.shape}.")
         epoch = step // self.steps_per_epoch
         within = step % self.steps_per_epoch
-        key = jax.random.fold_in(jax.random.key(self.seed), epoch)
+        key = keystreams.data_key(self.seed, epoch)
         perm = jax.random.permutation(key, self.num_examples)
         positions = within * self.batch_size + offset + jnp.arange(size, dtype=step.dtype)
         # drop_last: positions < S * B <= N, the modulo is a no-op; otherwise it wraps the last batch.
@@ -209,8 +212,8 @@ class SamplerBatchFn:
     process_count: int
 
     def key(self, step: ArrayLike) -> PRNGKeyArray:
-        """The key the global batch at ``step`` is drawn with: ``fold_in(key(seed), step)``."""
-        return jax.random.fold_in(jax.random.key(self.seed), jnp.asarray(step))
+        """The key the global batch at ``step`` is drawn with: ``keystreams.data_key(seed, step)``."""
+        return keystreams.data_key(self.seed, jnp.asarray(step))
 
     def global_batch(self, step: ArrayLike) -> PyTree:
         return self.sample_fn(self.key(step), self.batch_size)
@@ -233,7 +236,7 @@ def make_sampler_batch_fn(
     process_count: int | None = None,
     validate: bool = True,
 ) -> SamplerBatchFn:
-    """Batches from a sampler: global batch at step ``k`` is ``sample_fn(fold_in(key(seed), k), B)``.
+    """Batches from a sampler: global batch at step ``k`` is ``sample_fn(data_key(seed, k), B)``.
 
     Every process draws the whole global batch and keeps its rows, so the data do not depend on
     the number of processes (for samplers such as :func:`flowjax.data.sample_toy2d` drawing a

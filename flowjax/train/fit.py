@@ -2,7 +2,7 @@
 
 ``fit`` builds the optimizer, state and step and runs :class:`flowjax.train.Trainer`, so it has
 the same guarantees: the batch at step ``k`` is ``batch_fn(k)`` and the step's key is
-``fold_in(key, k)``; with a ``workdir`` it checkpoints and resumes. Several steps run per
+``keystreams.train_key(key, k)``; with a ``workdir`` it checkpoints and resumes. Several steps run per
 dispatch under ``jax.lax.scan`` (``steps_per_dispatch``), which removes the Python overhead that
 dominates small models on CPU; a traceable ``batch_fn`` (JAX ops on the step, like the batchers
 in :mod:`flowjax.data`) is evaluated inside the jitted scan, so no data crosses from the host.
@@ -78,7 +78,7 @@ def fit(
       batch_fn: ``batch_fn(step) -> batch`` (a pure function of the step), or a grain-style
         iterator with ``get_state()/set_state()``.
       steps: number of optimisation steps (the run ends at ``state.step == steps``).
-      key: PRNG key of the run; the key of step ``k`` is ``fold_in(key, k)``.
+      key: PRNG key of the run; the key of step ``k`` is ``keystreams.train_key(key, k)`` (a stream no data key shares).
       optimizer: an optax transformation; default :func:`~flowjax.train.make_optimizer`
         (Adam, global-norm clipping at ``clip_norm``) with ``learning_rate``.
       ema_decay: EMA decay of ``state.ema_params`` (``None``: no EMA).

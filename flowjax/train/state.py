@@ -3,8 +3,10 @@
 A loss function has the signature ``loss_fn(params, key, batch) -> (loss, aux)`` where ``aux`` is a
 dict of scalars. :func:`make_train_step` turns it into a pure ``step(state, batch) -> (state,
 metrics)`` that can be jitted, sharded and scanned. The per-step PRNG key is
-``fold_in(state.key, state.step)``: it depends only on (seed, step), never on how many times the
-function was called, so a resumed run draws the same keys as an unbroken one.
+``keystreams.train_key(state.key, state.step)`` (``fold_in`` of the step into the run key's training
+stream): it depends only on (seed, step), never on how many times the function was called, so a
+resumed run draws the same keys as an unbroken one, and it never equals a data batch's key drawn
+from the same seed (see :mod:`flowjax.keystreams`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ import flax
 import jax
 import jax.numpy as jnp
 import optax
+
+from flowjax import keystreams
 
 LossFn = Callable[[Any, jax.Array, Any], tuple[jax.Array, dict]]
 
@@ -52,8 +56,8 @@ def create_train_state(params: Any, optimizer: optax.GradientTransformation, key
 
 
 def step_key(state: TrainState) -> jax.Array:
-    """The PRNG key of the current step: a function of (seed, step) only."""
-    return jax.random.fold_in(state.key, state.step)
+    """The PRNG key of the current step: a function of (seed, step) only, in the training stream."""
+    return keystreams.train_key(state.key, state.step)
 
 
 def _all_finite(tree: Any) -> jax.Array:

@@ -11,7 +11,7 @@
 3. *Loop*: for each dispatch, fetch the batches for steps ``[s, s + n)`` (``batch_fn(step)`` or the
    iterator), run ``n`` steps (one jitted call; ``jax.lax.scan`` when ``n > 1``), then log, eval,
    checkpoint at their boundaries. Everything random is derived from ``(seed, step)``: the step's
-   PRNG key is ``fold_in(state.key, state.step)`` and the batch is a function of the step (or of a
+   PRNG key is ``keystreams.train_key(state.key, state.step)`` and the batch is a function of the step (or of a
    saved iterator state), so a resumed run equals an unbroken one.
 4. *Preemption*: SIGTERM (or a first Ctrl-C) sets a flag; after the current dispatch the loop
    saves a checkpoint, waits for it to be committed and raises :class:`Preempted` (a

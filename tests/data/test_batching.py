@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from flowjax import keystreams
 from flowjax.data import make_batch_fn, make_sampler_batch_fn, sample_toy2d
 
 
@@ -71,7 +72,7 @@ def test_process_slices_partition_global_batch(pc):
 def test_sampler_batch_fn():
     sample = functools.partial(sample_toy2d, "moons")
     bf = make_sampler_batch_fn(sample, 8, seed=2, process_index=0, process_count=1)
-    np.testing.assert_array_equal(bf(5), sample(jax.random.fold_in(jax.random.key(2), 5), 8))
+    np.testing.assert_array_equal(bf(5), sample(keystreams.data_key(2, 5), 8))
     assert not np.array_equal(bf(5), bf(6))
     np.testing.assert_array_equal(jax.jit(bf)(jnp.asarray(5)), bf(5))
     parts = [make_sampler_batch_fn(sample, 8, seed=2, process_index=p, process_count=4)(5) for p in range(4)]
