@@ -121,7 +121,7 @@ def run(cfg, out_dir: Path) -> dict:
         experiment.plot_loss_curves(out_dir / "loss.png", hists),
     ]
     return {
-        "claim": CLAIM, "passed": bool(all(checks.values())), "metrics": res,
+        "claim": CLAIM, "passed": bool(all(checks.values())), "metrics": res, "criteria": checks,
         "baseline": {"name": "Euler-6, Heun-3, Heun-8 at the same predictor", "checks": checks},
         "plots": plots,
         "notes": (f"(A) predictor = exact oracle velocity (ring radius {cfg.radius}, std {cfg.std}); refiner = exact offset + "
