@@ -28,6 +28,10 @@ def base_config() -> ml_collections.ConfigDict:
     cfg.hidden = 128
     cfg.depth = 4
     cfg.time_dim = 16
+    # t is scaled by this before the sinusoidal embedding (flowjax.nets default 1000). MeanFlow's JVP
+    # differentiates the net in t, where 1000 t sinusoids have derivatives up to 1000: time_scale=1
+    # tests whether that hurts (issue 5).
+    cfg.time_scale = 1000.0
     cfg.batch_size = 512
     cfg.steps = 4000
     cfg.learning_rate = 1e-3

@@ -29,7 +29,7 @@ __all__ = [
 TIME_SCALE: float = 1000.0
 
 
-def timestep_embedding(t: Array, dim: int, *, max_period: float = 10_000.0) -> Array:
+def timestep_embedding(t: Array, dim: int, *, max_period: float = 10_000.0, scale: float = TIME_SCALE) -> Array:
     """Sinusoidal embedding of times ``t``.
 
     Args:
@@ -37,6 +37,8 @@ def timestep_embedding(t: Array, dim: int, *, max_period: float = 10_000.0) -> A
         multiplied by ``TIME_SCALE = 1000`` before the sinusoids (ours; DiT embeds integer steps).
       dim: embedding width (positive int). Odd ``dim`` is zero-padded by one channel.
       max_period: the largest period of the sinusoids (paper default 10000).
+      scale: the factor ``t`` is multiplied by (default ``TIME_SCALE``). Networks differentiated in
+        ``t`` (MeanFlow's JVP) see feature derivatives up to ``scale``; ``scale=1`` gives smooth features.
 
     Returns:
       Array of shape ``(B, dim)`` (``(1, dim)`` for a scalar ``t``), float32 unless ``t`` is float64:
@@ -50,11 +52,13 @@ def timestep_embedding(t: Array, dim: int, *, max_period: float = 10_000.0) -> A
         raise ValueError(f"`t` must be a scalar or of shape (B,), got shape {tuple(t.shape)}.")
     if not jnp.issubdtype(t.dtype, jnp.floating):
         t = t.astype(jnp.float32)
+    if not scale > 0:
+        raise ValueError(f"`scale` must be positive, got {scale!r}.")
     t = jnp.atleast_1d(t)
     half = dim // 2
     dtype = t.dtype if t.dtype == jnp.float64 else jnp.float32
     freqs = jnp.exp(-math.log(max_period) * jnp.arange(half, dtype=dtype) / max(half, 1))
-    args = (TIME_SCALE * t.astype(dtype))[:, None] * freqs[None, :]
+    args = (scale * t.astype(dtype))[:, None] * freqs[None, :]
     emb = jnp.concatenate([jnp.cos(args), jnp.sin(args)], axis=-1)
     if dim % 2:
         emb = jnp.concatenate([emb, jnp.zeros((emb.shape[0], 1), dtype)], axis=-1)

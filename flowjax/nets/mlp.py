@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array
 
-from flowjax.nets.embeddings import pair_time_embedding, timestep_embedding
+from flowjax.nets.embeddings import TIME_SCALE, pair_time_embedding, timestep_embedding
 
 
 def drop_labels(key: Array, labels: Array, p: float, null_label: int) -> Array:
@@ -35,14 +35,15 @@ class TimeEmbedding(nn.Module):
     dim: int
     time_mode: str = "st"
     zero_init_second: bool = False
+    scale: float = TIME_SCALE
 
     @nn.compact
     def __call__(self, t: Array, s: Array | None = None) -> Array:
-        emb = nn.Dense(self.dim, name="t_proj")(timestep_embedding(t, self.dim))
+        emb = nn.Dense(self.dim, name="t_proj")(timestep_embedding(t, self.dim, scale=self.scale))
         if s is not None:
             second = s if self.time_mode == "st" else t - s
             init = nn.initializers.zeros if self.zero_init_second else nn.linear.default_kernel_init
-            emb = emb + nn.Dense(self.dim, kernel_init=init, name="second_time_proj")(timestep_embedding(second, self.dim))
+            emb = emb + nn.Dense(self.dim, kernel_init=init, name="second_time_proj")(timestep_embedding(second, self.dim, scale=self.scale))
         return nn.silu(emb)
 
 
@@ -61,7 +62,8 @@ def condition_embedding(module: nn.Module, x: Array, times: tuple[Array, ...], c
     n = x.shape[0]
     t = jnp.broadcast_to(jnp.asarray(times[-1], x.dtype), (n,))
     s = jnp.broadcast_to(jnp.asarray(times[0], x.dtype), (n,)) if module.two_times else None
-    emb = TimeEmbedding(module.time_dim, module.time_mode, module.zero_init_second_time)(t, s)
+    scale = getattr(module, "time_scale", TIME_SCALE)
+    emb = TimeEmbedding(module.time_dim, module.time_mode, module.zero_init_second_time, scale)(t, s)
     if module.num_classes > 0:
         if c is None:
             c = jnp.full((n,), module.num_classes, jnp.int32)
@@ -82,6 +84,8 @@ class MLP(nn.Module):
       num_classes: 0 for unconditional; otherwise labels in ``[0, num_classes]`` where
         ``num_classes`` is the null label.
       activation: hidden activation (default SiLU).
+      time_scale: ``t`` is multiplied by this before the sinusoids (default 1000, see
+        :func:`flowjax.nets.embeddings.timestep_embedding`).
     """
 
     hidden: int = 256
@@ -93,6 +97,7 @@ class MLP(nn.Module):
     num_classes: int = 0
     activation: Callable[[Array], Array] = nn.silu
     out_dim: int | None = None
+    time_scale: float = TIME_SCALE
 
     @nn.compact
     def __call__(self, x: Array, *times: Array, c: Array | None = None) -> Array:

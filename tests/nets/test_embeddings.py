@@ -21,6 +21,25 @@ def test_timestep_embedding_closed_form():
             assert emb[i, half + k] == pytest.approx(math.sin(TIME_SCALE * ti * f), abs=1e-9)
 
 
+def test_timestep_embedding_scale_and_mlp_time_scale():
+    import jax
+
+    from flowjax.nets import MLP, init_params
+
+    t = jnp.array([0.3, 0.9])
+    np.testing.assert_allclose(timestep_embedding(t, 8, scale=2.0), timestep_embedding(2.0 * t / TIME_SCALE, 8), rtol=1e-6)
+    with pytest.raises(ValueError, match="`scale`"):
+        timestep_embedding(t, 8, scale=0.0)
+    x = jnp.ones((2, 2))
+    slow, fast = MLP(hidden=8, depth=1, time_scale=1.0), MLP(hidden=8, depth=1)
+    params = init_params(fast, jax.random.key(0), x)  # same parameter tree: only the feature scale differs
+    assert not np.allclose(slow.apply(params, x, t), fast.apply(params, x, t))
+    # d/dt of the net: bounded by the scale of the features (1 vs 1000) times the weights
+    d_slow = jax.jacfwd(lambda tt: slow.apply(params, x[:1], tt))(t[:1])
+    d_fast = jax.jacfwd(lambda tt: fast.apply(params, x[:1], tt))(t[:1])
+    assert np.abs(d_slow).max() < np.abs(d_fast).max()
+
+
 def test_timestep_embedding_shapes_and_errors():
     assert timestep_embedding(0.5, 8).shape == (1, 8)
     assert timestep_embedding(jnp.zeros(4), 9).shape == (4, 9)
