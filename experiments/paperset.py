@@ -19,6 +19,7 @@ import datetime as dt
 import html
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -37,6 +38,13 @@ def _tail(text: str, n: int = 40) -> str:
     return "\n".join(text.strip().splitlines()[-n:])
 
 
+def _children_cpu_seconds() -> float:
+    """User + system CPU seconds of finished child processes: unlike wall time it barely grows when other
+    work shares the machine, so ``cpu_seconds / cores`` estimates an idle machine's wall time."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def run_one(slug: str, preset: str, out: Path, timeout: float, overrides: Sequence[str] = ()) -> dict:
     """Run one experiment in a subprocess; return its results or an error record (never raises)."""
     out.mkdir(parents=True, exist_ok=True)
@@ -46,6 +54,7 @@ def run_one(slug: str, preset: str, out: Path, timeout: float, overrides: Sequen
     for item in overrides:
         cmd += ["--set", item]
     start = time.perf_counter()
+    cpu_start = _children_cpu_seconds()
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
@@ -56,13 +65,18 @@ def run_one(slug: str, preset: str, out: Path, timeout: float, overrides: Sequen
         log += (err.stderr or b"").decode() if isinstance(err.stderr, bytes) else (err.stderr or "")
         status = "timeout"
     seconds = time.perf_counter() - start
+    cpu_seconds = _children_cpu_seconds() - cpu_start
     (out / "log.txt").write_text(log)
     results_file = out / "results.json"
     if status == "ok" and results_file.exists():
-        return json.loads(results_file.read_text())
+        result = json.loads(results_file.read_text())
+        result["cpu_seconds"] = cpu_seconds
+        results_file.write_text(json.dumps(result, indent=2))
+        return result
     if status == "ok":
         status = "error"
-    record = {"experiment": slug, "preset": preset, "status": status, "seconds": seconds, "log_tail": _tail(log)}
+    record = {"experiment": slug, "preset": preset, "status": status, "seconds": seconds, "cpu_seconds": cpu_seconds,
+              "log_tail": _tail(log)}
     (out / "status.json").write_text(json.dumps(record, indent=2))
     return record
 
@@ -157,12 +171,17 @@ def write_markdown(path: Path, preset: str, summary: dict, results: dict[str, di
               "|---|---|---|---|---|---|---|---|---|",
               f"| {summary['papers']} | {summary['experiments']} | {summary['ran']} | {summary['claims_checked']} | {summary['passed']} | "
               f"{summary['failed']} | {summary['errors']} | {summary['not_run']} | {summary['not_implemented']} |", ""]
-    lines += ["| paper | arXiv | experiment | status | seconds |", "|---|---|---|---|---|"]
+    wall = sum(r.get("seconds") or 0.0 for r in results.values())
+    cpu = sum(r.get("cpu_seconds") or 0.0 for r in results.values())
+    lines += [f"Total wall time {wall / 60:.1f} min; CPU time {cpu / 60:.1f} min (user + system of the experiment processes, "
+              "where recorded).", ""]
+    lines += ["| paper | arXiv | experiment | status | wall s | CPU s |", "|---|---|---|---|---|---|"]
     for row in summary["rows"]:
         p: Paper = row["paper"]
         for exp, status in row["statuses"].items():
-            secs = results.get(exp, {}).get("seconds")
-            lines.append(f"| {p.title} | {p.arxiv} | `{exp}` | {status} | {'' if secs is None else f'{secs:.0f}'} |")
+            secs, cpu_s = results.get(exp, {}).get("seconds"), results.get(exp, {}).get("cpu_seconds")
+            lines.append(f"| {p.title} | {p.arxiv} | `{exp}` | {status} | {'' if secs is None else f'{secs:.0f}'} | "
+                         f"{'' if cpu_s is None else f'{cpu_s:.0f}'} |")
     lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
     for row in summary["rows"]:
         p = row["paper"]

@@ -66,11 +66,13 @@ def test_paperset_counts_failures_and_resumes(tmp_path):
     # A failing run (here: a bad override makes the subprocess exit with an error) is recorded, not raised.
     results = paperset.collect(["ot-cfm"], "cpu", tmp_path, force=True, timeout=120, progress=False, overrides=["bogus=1"])
     assert results["ot-cfm"]["status"] == "error" and "bogus" in results["ot-cfm"]["log_tail"]
+    assert results["ot-cfm"]["cpu_seconds"] > 0  # the child's CPU time (python start-up at least)
     results["cfm"] = json.loads((tmp_path / "cfm" / "results.json").read_text())
     report = paperset.write_report(tmp_path, "cpu", results, set(runner.discover()))
     assert (report["summary"]["passed"], report["summary"]["errors"]) == (1, 1)
     text = (tmp_path / "report.md").read_text()
     assert "ot-cfm`: error" in text and (tmp_path / "report.html").exists()
+    assert "CPU time" in text
 
 
 def test_report_keeps_earlier_results_and_shows_headline_numbers(tmp_path):
