@@ -27,6 +27,7 @@ from flowjax.nets.lora import init_lora
 from flowjax.nets.visual_bridge import BridgeMixer
 from flowjax.nets.visual_bridge import TaskEmbedding
 from flowjax.nets.visual_bridge import circular_task_features
+from flowjax.nets.latent_conditioning import ConcatConditioned
 from flowjax.nets.latent_conditioning import SpatialRescaler
 from flowjax.nets.latent_conditioning import one_hot_map
 from flowjax.nets.source import ClassConditionalSource
@@ -41,6 +42,7 @@ __all__ = [
     "BridgeMixer",
     "TaskEmbedding",
     "circular_task_features",
+    "ConcatConditioned",
     "SpatialRescaler",
     "one_hot_map",
     "BlockwiseMLP",

@@ -53,6 +53,8 @@ from flowjax.samplers.latent_conditioning import latent_inpaint
 from flowjax.samplers.latent_conditioning import latent_conditional_sample
 from flowjax.samplers.latent_conditioning import inpainting_condition
 from flowjax.samplers.latent_conditioning import paste_known
+from flowjax.samplers.latent_conditioning import latent_replacement_inpaint
+from flowjax.samplers.latent_conditioning import masked_pixel_condition
 
 from flowjax.samplers.unrolled import unrolled_ode
 from flowjax.samplers.blockwise import blockwise_macs
@@ -62,6 +64,8 @@ __all__ = [
     "latent_conditional_sample",
     "inpainting_condition",
     "paste_known",
+    "latent_replacement_inpaint",
+    "masked_pixel_condition",
     "blockwise_macs",
     "blockwise_ode",
     "unrolled_ode",

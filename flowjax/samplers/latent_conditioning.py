@@ -13,6 +13,12 @@ section 5, "the flat analogue of channel concatenation"); :func:`paste_known` pu
 after decoding, so that the inpainted image equals the input on every known pixel exactly (the decoder
 alone does not guarantee it); the null condition for classifier-free guidance is "everything missing"
 (a zero image and an all-ones hole mask). Pure functions: ``encode_fn``/``decode_fn``/``v_fn`` are plain callables.
+
+Baselines (ours, for the inpainting experiment): :func:`masked_pixel_condition` is the pixel-space
+analogue of the condition (``concat(x * (1 - m), m)``, no encoder), and
+:func:`latent_replacement_inpaint` is a training-free inpainting with an *unconditional* latent field:
+the latent analogue of the projected-Euler replacement (the known pixels are imposed on the decoded
+predicted endpoint at every step and re-encoded).
 """
 
 from __future__ import annotations
@@ -33,6 +39,8 @@ __all__ = [
     "paste_known",
     "latent_conditional_sample",
     "latent_inpaint",
+    "latent_replacement_inpaint",
+    "masked_pixel_condition",
 ]
 
 
@@ -59,6 +67,18 @@ def inpainting_condition(encode_fn: Callable[[Array], Array], x: Array, mask: Ar
     n = x.shape[0]
     z_masked = encode_fn(x * (1.0 - mask))  # the masked image is encoded with the hole (LFM code)
     return jnp.concatenate([z_masked.reshape(n, -1), mask.reshape(n, -1).astype(z_masked.dtype)], axis=-1)
+
+
+def masked_pixel_condition(x: Array, mask: Array) -> Array:
+    """Pixel-space condition ``concat(x * (1 - m), m)`` flattened per sample: ``(n, 2 * pixels)`` (ours).
+
+    The hidden pixels enter only multiplied by ``1 - m = 0``, so the condition (and any net fed with it)
+    does not depend on them: their gradient is exactly zero.
+    """
+    _check_mask(x, mask)
+    n = x.shape[0]
+    mask = mask.astype(x.dtype)
+    return jnp.concatenate([(x * (1.0 - mask)).reshape(n, -1), mask.reshape(n, -1)], axis=-1)
 
 
 def null_inpainting_condition(encode_fn: Callable[[Array], Array], x: Array) -> Array:
@@ -149,3 +169,45 @@ def latent_inpaint(
     x_gen = latent_conditional_sample(v_fn, key, c, latent_shape=latent_shape, decode_fn=decode_fn, steps=steps,
                                       solver=solver, guidance=guidance, null_c=null_c)
     return paste_known(x_gen, x_known, mask)
+
+
+def latent_replacement_inpaint(
+    v_fn: Callable[..., Array],
+    key: Array,
+    x_known: Array,
+    mask: Array,
+    *,
+    encode_fn: Callable[[Array], Array],
+    decode_fn: Callable[[Array], Array],
+    latent_shape: tuple[int, ...],
+    steps: int = 50,
+    return_unpasted: bool = False,
+) -> Array | tuple[Array, Array]:
+    """Training-free latent inpainting with an unconditional latent field ``v_fn(z, t)`` (ours, a baseline).
+
+    Euler from ``z_0 ~ N(0, I)`` (t: 0 -> 1, ``steps`` steps of ``dt = 1/steps``). At each step the predicted
+    endpoint ``z1_hat = z + (1 - t) v(z, t)`` is decoded, the known pixels are pasted in, and it is
+    re-encoded: ``z1_hat <- E(paste_known(D(z1_hat), x_known, m))``; then ``z <- z + dt (z1_hat - z)/(1 - t)``.
+    With ``E = D = identity`` this is exactly :func:`flowjax.samplers.projected_euler` with the
+    known-pixel projector ``A x = (1 - m) x`` (``A^+ = A``), the pixel-space replacement baseline.
+
+    Returns ``paste_known(D(z_1), x_known, m)`` (known pixels exact), and also the decoded ``D(z_1)``
+    before pasting when ``return_unpasted``.
+    """
+    _check_mask(x_known, mask)
+    check_positive_int("steps", steps)
+    n = x_known.shape[0]
+    z0 = jax.random.normal(key, (n,) + tuple(latent_shape), x_known.dtype)
+    dt = 1.0 / steps
+
+    def step(z, i):
+        t = i * dt
+        v = v_fn(z, jnp.full((n,), t, z.dtype))
+        z1_hat = z + (1.0 - t) * v
+        z1_hat = encode_fn(paste_known(decode_fn(z1_hat), x_known, mask)).reshape(z.shape)
+        return z + dt * (z1_hat - z) / (1.0 - t), None
+
+    z1, _ = jax.lax.scan(step, z0, jnp.arange(steps, dtype=z0.dtype))
+    x_gen = decode_fn(z1)
+    out = paste_known(x_gen, x_known, mask)
+    return (out, x_gen) if return_unpasted else out

@@ -6,13 +6,17 @@ import numpy as np
 import pytest
 
 from flowjax.nets import MLP, DiT, init_params
-from flowjax.nets.latent_conditioning import SpatialRescaler, one_hot_map
+from flowjax.nets.autoencoder import ConvAutoencoder, LatentAutoencoder
+from flowjax.nets.latent_conditioning import ConcatConditioned, SpatialRescaler, one_hot_map
+from flowjax.samplers import projected_euler
 from flowjax.samplers.latent_conditioning import (
     concat_conditioned,
     half_masks,
     inpainting_condition,
     latent_conditional_sample,
     latent_inpaint,
+    latent_replacement_inpaint,
+    masked_pixel_condition,
     paste_known,
 )
 
@@ -118,3 +122,81 @@ def test_dit_feature_hook_layer_and_gradient_isolation():
     assert not zero(g["block_0"]) and not zero(g["patch_embed"])
     with pytest.raises(ValueError, match="features_at"):
         net.apply(params, x, t, features_at=3)
+
+
+def test_concat_conditioned_is_the_net_on_the_concatenation():
+    net = ConcatConditioned(MLP(hidden=16, depth=2, out_dim=3))
+    z = jax.random.normal(jax.random.key(20), (4, 3))
+    c = jax.random.normal(jax.random.key(21), (4, 2, 5))
+    t = jnp.linspace(0.1, 0.9, 4)
+    params = init_params(net, jax.random.key(22), z, c=c)
+    out = net.apply(params, z, t, c=c)
+    assert out.shape == z.shape
+    inner = MLP(hidden=16, depth=2, out_dim=3).apply({"params": params["params"]["net"]}, jnp.concatenate([z, c.reshape(4, -1)], -1), t)
+    np.testing.assert_array_equal(out, inner)
+    with pytest.raises(ValueError, match="condition"):
+        net.apply(params, z, t)
+    with pytest.raises(ValueError, match="features per sample"):
+        bad = ConcatConditioned(MLP(hidden=16, depth=2, out_dim=5))
+        bad.init(jax.random.key(0), z, t, c=c)
+
+
+@pytest.mark.parametrize("space", ["latent", "pixel"])
+def test_masked_condition_net_ignores_hidden_pixels(space):
+    """Gradient and perturbation check: the conditioned velocity does not depend on the pixels in the hole."""
+    x = jax.random.uniform(jax.random.key(30), (6, 8, 8, 1), minval=-1.0, maxval=1.0)
+    m = half_masks(jax.random.key(31), 6, 8, 8)
+    if space == "latent":  # the project's conv encoder (random weights) inside the condition
+        module = ConvAutoencoder(image_shape=(8, 8, 1), latent_dim=4, channels=4)
+        ae = LatentAutoencoder(module=module, params=module.init(jax.random.key(32), x[:2]), scale=2.0, shift=0.1)
+        cond = lambda x, m: inpainting_condition(ae.encode, x, m)  # noqa: E731
+        zdim = 4
+    else:
+        cond = masked_pixel_condition
+        zdim = 64
+    net = ConcatConditioned(MLP(hidden=16, depth=2, out_dim=zdim))
+    z = jax.random.normal(jax.random.key(33), (6, zdim))
+    t = jnp.full((6,), 0.4)
+    params = init_params(net, jax.random.key(34), z, c=cond(x, m))
+    v = lambda x: net.apply(params, z, t, c=cond(x, m))  # noqa: E731
+    g = jax.grad(lambda x: jnp.sum(v(x) * jnp.arange(1.0, 1.0 + zdim)[None, :]))(x)
+    hole = np.asarray(m) > 0.5
+    assert np.all(np.asarray(g)[hole] == 0.0)  # exactly zero on every hidden pixel
+    assert np.mean(np.asarray(g)[~hole] != 0.0) > 0.5  # the known pixels do matter
+    x_pert = jnp.where(m > 0.5, 50.0 * jax.random.normal(jax.random.key(35), x.shape), x)
+    np.testing.assert_array_equal(v(x_pert), v(x))  # bitwise identical
+    np.testing.assert_array_equal(cond(x_pert, m), cond(x, m))
+    if space == "pixel":
+        c = masked_pixel_condition(x, m)
+        assert c.shape == (6, 128)
+        np.testing.assert_array_equal(c[:, 64:], m.reshape(6, -1))
+
+
+def test_latent_replacement_with_identity_ae_is_projected_euler():
+    """E = D = identity: the latent replacement equals the pixel projected-Euler replacement (A = known-pixel projector)."""
+    a = jnp.array(0.7)
+    v = lambda x, t: -a * x + jnp.sin(3.0 * t)[:, None, None, None]  # noqa: E731  any field
+    x = jax.random.normal(jax.random.key(40), (5, 4, 4, 1))
+    m = half_masks(jax.random.key(41), 5, 4, 4)
+    key = jax.random.key(42)
+    out, raw = latent_replacement_inpaint(v, key, x, m, encode_fn=lambda y: y, decode_fn=lambda y: y, latent_shape=(4, 4, 1),
+                                          steps=7, return_unpasted=True)
+    x0 = jax.random.normal(key, x.shape, x.dtype)
+    ref = projected_euler(v, x0, (1.0 - m) * x, forward=lambda y: (1.0 - m) * y, pinv=lambda r: (1.0 - m) * r, steps=7)
+    np.testing.assert_allclose(raw, ref, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(out)[np.asarray(m) < 0.5], np.asarray(x)[np.asarray(m) < 0.5])
+
+
+def test_latent_replacement_keeps_known_pixels_with_lossy_ae():
+    enc, dec = _linear_ae(jax.random.key(43))  # 16 pixels -> 3 latents: lossy
+    v = lambda z, t: -z  # noqa: E731
+    x = jax.random.normal(jax.random.key(44), (6, 4, 4, 1))
+    m = half_masks(jax.random.key(45), 6, 4, 4)
+    out, raw = jax.jit(lambda k: latent_replacement_inpaint(v, k, x, m, encode_fn=enc, decode_fn=dec, latent_shape=(3,), steps=5,
+                                                            return_unpasted=True))(jax.random.key(46))
+    known = np.asarray(m) < 0.5
+    np.testing.assert_array_equal(np.asarray(out)[known], np.asarray(x)[known])
+    np.testing.assert_array_equal(np.asarray(out)[~known], np.asarray(raw)[~known])
+    assert float(jnp.max(jnp.abs(jnp.where(m < 0.5, raw - x, 0.0)))) > 1e-3  # the decoder alone does not keep them
+    with pytest.raises(ValueError, match="mask"):
+        latent_replacement_inpaint(v, jax.random.key(0), x, m[:, :2], encode_fn=enc, decode_fn=dec, latent_shape=(3,))
