@@ -30,6 +30,7 @@ from flowjax.nets.visual_bridge import circular_task_features
 from flowjax.nets.latent_conditioning import SpatialRescaler
 from flowjax.nets.latent_conditioning import one_hot_map
 from flowjax.nets.source import ClassConditionalSource
+from flowjax.nets.source import PerceiverSource
 
 from flowjax.nets.contracting import ICNNPotential
 from flowjax.nets.contracting import LinearContractingResidual
@@ -50,6 +51,7 @@ __all__ = [
     "gradient_contracting_residual",
     "linear_contracting_residual",
     "ClassConditionalSource",
+    "PerceiverSource",
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
     "ConvAutoencoder",
