@@ -3,6 +3,9 @@
 - Attention goes through :func:`pallas_kernels.attention` (fused forward, backward *and* JVP on
   GPU/TPU; XLA on CPU), optionally with QK-norm (RMSNorm of queries and keys per head, which
   keeps logits bounded and stabilises JVP-based training such as MeanFlow).
+- :class:`CrossAttention` (queries from one sequence, keys and values from another, with a key-padding
+  mask) and a :class:`SwiGLU` feed-forward, for Perceiver-style nets (the CSFM source net,
+  :class:`flowjax.nets.PerceiverSource`).
 - adaLN-Zero conditioning (Peebles & Xie 2023, arXiv:2212.09748, sec. 3.2): a zero-initialised
   linear map of the condition gives per-channel shift, scale and gate for each residual branch,
   so every block starts as the identity.
