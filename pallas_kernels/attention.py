@@ -1029,6 +1029,10 @@ def _attention_dense(q, k, v, mask, qpos, kvpos, causal, scale, impl, block_size
     vv = _pad_axis(_pad_axis(v, 3, dp), 1, mp)
     mask_i8 = None
     if mask is not None:
+        # Expand a mask broadcast along q_seq or kv_seq (size 1, e.g. a (B, 1, 1, M) key-padding mask)
+        # first: padding a size-1 axis with zeros would disallow every real query row / key column but
+        # the first (the kernels index the mask as a full (q_seq, kv_seq) array).
+        mask = jnp.broadcast_to(mask, mask.shape[:2] + (n, m))
         mask_i8 = _pad_axis(_pad_axis(mask.astype(jnp.int8), 2, np_), 3, mp)
     qp = None if qpos is None else _pad_axis(qpos.astype(jnp.int32), 1, np_)[:, :, None]  # [Bq, Np, 1]
     kp = None if kvpos is None else _pad_axis(kvpos.astype(jnp.int32), 1, mp, value=-1)[:, None, :]  # [Bk, 1, Mp]

@@ -17,6 +17,12 @@ origin (||mu_c|| ~ 0.008, direction jittering between axis and diagonal), so run
 run (a); without alignment (d) FM moves ``mu`` only slowly (||mu_c|| ~ 0.07), as the FM optimum does not
 depend on ``mu_c`` here. A non-zero table initialisation (``mean_init_std``) is the obvious next
 experiment; it is not run yet.
+
+``source_net="perceiver"`` (ours): S_phi is :class:`flowjax.nets.PerceiverSource` (pool readout, mean head
+initialised at std ``perceiver_mean_init_std``, see its docstring) applied to a fixed random token set per
+class (``class_tokens`` x ``token_dim``, class ``c`` with ``2 + c % 3`` valid tokens, the rest padded and
+masked). It is evaluated once per class per step and indexed by label (the net is deterministic, so this
+equals applying it per sample). Only the smoke preset has been run with it.
 """
 
 from __future__ import annotations
@@ -31,11 +37,37 @@ from experiments._objectives_common import euler, make_seed_trainer, ring_means
 from experiments.conditional_source.config import CLAIM
 from flowjax import experiment, metrics, sources
 from flowjax.losses.csfm import csfm, directional_alignment
-from flowjax.nets import MLP, ClassConditionalSource, init_params
+from flowjax.nets import MLP, ClassConditionalSource, PerceiverSource, init_params
 
 RUNS = ("a", "b", "c", "d")
 RUN_NAMES = {"a": "Gaussian source", "b": "CSFM (fixed std, align)", "c": "learned std, no KL", "d": "CSFM no align"}
 SWITCHES = {"a": (0.0, 0.0, 0.0), "b": (1.0, 0.0, 1.0), "c": (1.0, 1.0, 1.0), "d": (1.0, 0.0, 0.0)}
+SOURCE_NETS = ("table", "perceiver")
+
+
+def make_source(cfg):
+    """``(init(key) -> params, apply(params, labels) -> (mu, logvar))`` for the configured S_phi."""
+    K = cfg.num_classes
+    if cfg.source_net not in SOURCE_NETS:
+        raise ValueError(f"`source_net` must be one of {SOURCE_NETS}, got {cfg.source_net!r}.")
+    if cfg.source_net == "table":
+        src = ClassConditionalSource(num_classes=K, shape=(2,), learn_logvar=True, logvar_init=1.0)
+        return (lambda k: src.init(k, jnp.zeros((2,), jnp.int32))), (lambda p, c: src.apply(p, c))
+    L = cfg.class_tokens
+    if L < 2:
+        raise ValueError(f"`class_tokens` must be >= 2, got {L}.")
+    tokens = jax.random.normal(jax.random.key(17), (K, L, cfg.token_dim), jnp.float32)
+    valid = 2 + jnp.arange(K) % 3
+    mask = jnp.arange(L)[None, :] < jnp.minimum(valid, L)[:, None]
+    src = PerceiverSource(shape=(2,), num_latents=cfg.perceiver_latents, dim=cfg.perceiver_dim,
+                          depth=cfg.perceiver_depth, heads=cfg.perceiver_heads, readout="pool", learn_logvar=True,
+                          logvar_init=1.0, mean_init_std=cfg.perceiver_mean_init_std)
+
+    def apply(p, c):
+        mu, lv = src.apply(p, tokens, mask)  # (K, 2): one pass per class, indexed by label
+        return mu[c], lv[c]
+
+    return (lambda k: src.init(k, tokens, mask)), apply
 
 
 def run(cfg, out_dir: Path) -> dict:
@@ -43,7 +75,7 @@ def run(cfg, out_dir: Path) -> dict:
     K = cfg.num_classes
     means = jnp.asarray(ring_means(K, cfg.radius), jnp.float32)
     net = MLP(hidden=cfg.hidden, depth=cfg.depth, num_classes=K)
-    src = ClassConditionalSource(num_classes=K, shape=(2,), learn_logvar=True, logvar_init=1.0)
+    src_init, src_apply = make_source(cfg)
     lanes = [(r, s) for r in RUNS for s in cfg.seeds]
     hyper = {
         "use_src": jnp.asarray([SWITCHES[r][0] for r, _ in lanes], jnp.float32),
@@ -54,7 +86,7 @@ def run(cfg, out_dir: Path) -> dict:
     def init_fn(k):
         k1, k2 = jax.random.split(k)
         c0 = jnp.zeros((2,), jnp.int32)
-        return {"v": init_params(net, k1, jnp.zeros((2, 2)), c=c0), "src": src.init(k2, c0)}
+        return {"v": init_params(net, k1, jnp.zeros((2, 2)), c=c0), "src": src_init(k2)}
 
     def batch_fn(key, step):
         kc, kn = jax.random.split(jax.random.fold_in(key, step))
@@ -62,7 +94,7 @@ def run(cfg, out_dir: Path) -> dict:
         return means[c] + cfg.class_std * jax.random.normal(kn, (cfg.batch_size, 2)), c
 
     def source_of(params, h, c):
-        mu, lv = src.apply(params["src"], c)
+        mu, lv = src_apply(params["src"], c)
         return h["use_src"] * mu, h["learn_lv"] * lv
 
     def loss_fn(params, key, batch, h):
@@ -123,6 +155,7 @@ def run(cfg, out_dir: Path) -> dict:
     for r in RUNS:
         M[f"diversity_{r}"] = float(np.mean(div[idx[r]]))
         M[f"source_std_{r}"] = float(np.mean(sig[idx[r]]))
+        M[f"source_mean_norm_{r}"] = float(np.mean(np.linalg.norm(np.asarray(mu_all)[np.asarray(idx[r])], axis=-1)))
         M[f"source_mean_cos_to_class_{r}"] = float(np.mean(np.asarray(
             jnp.sum(mu_all[np.asarray(idx[r])] * means[None], -1)
             / (jnp.linalg.norm(mu_all[np.asarray(idx[r])], axis=-1) * cfg.radius + 1e-12))))
@@ -175,7 +208,7 @@ def run(cfg, out_dir: Path) -> dict:
         "criteria": {k: bool(v) for k, v in crit.items()},
         "baseline": {k: v for k, v in M.items() if k.endswith("_a")},
         "plots": plots,
-        "notes": (f"{len(cfg.seeds)} seeds x {cfg.steps} steps, batch {cfg.batch_size}, MLP {cfg.hidden}x{cfg.depth}, "
+        "notes": (f"S_phi = {cfg.source_net}; {len(cfg.seeds)} seeds x {cfg.steps} steps, batch {cfg.batch_size}, MLP {cfg.hidden}x{cfg.depth}, "
                   f"Adam {cfg.learning_rate}, uniform t, Euler; 8-class ring radius {cfg.radius}, std {cfg.class_std}. "
                   f"tau_c = {cfg.tau_factor} x (a)'s mean final tracked SW2 ({cfg.track_per_class}/class, every "
                   f"{cfg.track_every} steps); final SW2 with {cfg.eval_per_class}/class, {cfg.num_projections} "

@@ -31,6 +31,7 @@ from flowjax.nets.latent_conditioning import ConcatConditioned
 from flowjax.nets.latent_conditioning import SpatialRescaler
 from flowjax.nets.latent_conditioning import one_hot_map
 from flowjax.nets.source import ClassConditionalSource
+from flowjax.nets.source import PerceiverSource
 
 from flowjax.nets.contracting import ICNNPotential
 from flowjax.nets.contracting import LinearContractingResidual
@@ -52,6 +53,7 @@ __all__ = [
     "gradient_contracting_residual",
     "linear_contracting_residual",
     "ClassConditionalSource",
+    "PerceiverSource",
     "LOGICAL_AXIS_RULES",
     "CausalTransformer",
     "ConvAutoencoder",

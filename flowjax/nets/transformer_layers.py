@@ -3,6 +3,9 @@
 - Attention goes through :func:`pallas_kernels.attention` (fused forward, backward *and* JVP on
   GPU/TPU; XLA on CPU), optionally with QK-norm (RMSNorm of queries and keys per head, which
   keeps logits bounded and stabilises JVP-based training such as MeanFlow).
+- :class:`CrossAttention` (queries from one sequence, keys and values from another, with a key-padding
+  mask) and a :class:`SwiGLU` feed-forward, for Perceiver-style nets (the CSFM source net,
+  :class:`flowjax.nets.PerceiverSource`).
 - adaLN-Zero conditioning (Peebles & Xie 2023, arXiv:2212.09748, sec. 3.2): a zero-initialised
   linear map of the condition gives per-channel shift, scale and gate for each residual branch,
   so every block starts as the identity.
@@ -32,9 +35,11 @@ __all__ = [
     "LOGICAL_AXIS_RULES",
     "Attention",
     "ConditionEmbedder",
+    "CrossAttention",
     "FeedForward",
     "AdaLNBlock",
     "FinalLayer",
+    "SwiGLU",
     "dense",
     "modulate",
     "param_shardings",
@@ -285,3 +290,53 @@ class FinalLayer(nn.Module):
         shift, scale = jnp.split(dense(2 * dim, "adaLN", ("embed", "mlp"), zero=True)(nn.silu(c)), 2, axis=-1)
         h = modulate(nn.LayerNorm(use_bias=False, use_scale=False, epsilon=1e-6)(x), shift, scale)
         return dense(self.out_dim, "out", ("embed", "patch"), zero=True)(h)
+
+
+class CrossAttention(nn.Module):
+    """Multi-head cross-attention: queries from ``x (B, N, dim)``, keys and values from
+    ``context (B, M, Dc)``; ``mask (B, M)`` bool, True = attend (a key-padding mask).
+
+    Runs through :func:`sharded_attention` (so :func:`pallas_kernels.attention`: Pallas on GPU/TPU,
+    XLA on CPU). A query whose keys are all masked gets 0 (the kernel's convention), so the
+    residual branch is then the identity. Returns ``(B, N, dim)``.
+    """
+
+    dim: int
+    heads: int
+    qk_norm: bool = False
+    implementation: str | None = None
+    block_sizes: BlockSizes | None = None
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x, context, *, mask=None):
+        b, n, _ = x.shape
+        m = context.shape[1]
+        if self.dim % self.heads:
+            raise ValueError(f"`dim` ({self.dim}) must be divisible by `heads` ({self.heads}).")
+        hd = self.dim // self.heads
+        q = dense(self.dim, "q", ("embed", "qkv"), dtype=self.dtype)(x).reshape(b, n, self.heads, hd)
+        k = dense(self.dim, "k", ("embed", "qkv"), dtype=self.dtype)(context).reshape(b, m, self.heads, hd)
+        v = dense(self.dim, "v", ("embed", "qkv"), dtype=self.dtype)(context).reshape(b, m, self.heads, hd)
+        if self.qk_norm:
+            q = nn.RMSNorm(name="q_norm", dtype=self.dtype)(q)
+            k = nn.RMSNorm(name="k_norm", dtype=self.dtype)(k)
+        amask = None if mask is None else jnp.asarray(mask, bool)[:, None, None, :]
+        o = sharded_attention(q, k, v, mask=amask, implementation=self.implementation, block_sizes=self.block_sizes)
+        return dense(self.dim, "proj", ("qkv", "embed"), dtype=self.dtype)(o.reshape(b, n, self.dim))
+
+
+class SwiGLU(nn.Module):
+    """SwiGLU feed-forward ``W3 (silu(W1 x) * W2 x)`` (Shazeer 2020, arXiv:2002.05202) with hidden width
+    ``int(2/3 * mlp_ratio * dim)`` (the usual parameter-matched width, as in LLaMA/DDT)."""
+
+    dim: int
+    mlp_ratio: float = 4.0
+    dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, x):
+        hidden = max(1, int(self.dim * self.mlp_ratio * 2 / 3))
+        h = dense(2 * hidden, "w12", ("embed", "mlp"), dtype=self.dtype)(x)
+        h1, h2 = jnp.split(h, 2, axis=-1)
+        return dense(self.dim, "w3", ("mlp", "embed"), dtype=self.dtype)(nn.silu(h1) * h2)

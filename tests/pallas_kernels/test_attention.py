@@ -102,6 +102,19 @@ def test_mask_mqa_with_empty_row(impl):
 
 
 @pytest.mark.parametrize("impl", IMPLS)
+def test_broadcast_key_padding_mask(impl):
+    # A (B, 1, 1, M) key-padding mask (cross-attention over padded condition tokens), odd lengths:
+    # the mask is broadcast over heads and queries (it used to be zero-padded along q_seq, which
+    # masked every query row but the first).
+    valid = jnp.array([3, 24])[:, None, None, None]
+    mask = jnp.arange(24)[None, None, None, :] < valid
+    _check_case(impl, (2, 20, 24, 2, 2, 32), B16, mask=mask)
+    # and a (1, 1, N, 1) mask, broadcast along the keys
+    rows = (jnp.arange(20) % 3 != 0)[None, None, :, None]
+    _check_case(impl, (2, 20, 24, 2, 2, 32), B16, mask=rows)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
 def test_kv_index_routing_causal(impl):
     # Two query blocks of 16; block 0 routes to a prefix and (padded) -1s; block 1 to a window
     # plus a far entry that causality removes for early rows. Per-batch routing.
