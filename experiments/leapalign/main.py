@@ -131,6 +131,8 @@ def run(cfg, out_dir: Path) -> dict:
     return {
         "claim": CLAIM,
         "passed": bool(all(checks)),
+        "criteria": dict(zip(("reward gain d >= 0.8 x a", "reward gain d >= 1.5 x b", "mode-fraction gain d >= 1.5 x b",
+                              "grad-norm CV d < a"), (bool(c) for c in checks))),
         "metrics": metrics,
         "baseline": {"name": "(a) full backprop / (b) ReFL last step", "gain_a": g["a_full_backprop"], "gain_b": g["b_refl_last_step"]},
         "plots": plots,
