@@ -1,7 +1,7 @@
 """leapalign: reward fine-tuning through a two-leap surrogate trajectory vs full backprop, ReFL and DRTune.
 
 Command:   python -m experiments.run leapalign --preset cpu
-Hardware:  any CPU (smoke ~1 min; cpu ~15-25 min on 2 shared cores: pretraining 3000 steps + 5 methods x
+Hardware:  any CPU (smoke ~1 min; cpu 736 s measured on 2 shared cores: pretraining 3000 steps + 5 methods x
            300 fine-tuning steps x 3 seeds, the seeds vmapped in one scan per method).
 Claim:     (arXiv 2604.15311; spec leapalign.md §5) On an 8-Gaussian-ring flow (MLP 3x256, 25 Euler steps)
            fine-tuned towards a point p between two modes (reward -|x - p|^2 / 2, mode choice decided at early t),
