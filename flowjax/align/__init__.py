@@ -32,6 +32,7 @@ from flowjax.align.leapalign import leapalign_loss
 from flowjax.align.leapalign import sample_leap_indices
 from flowjax.align.leapalign import similarity_weights
 from flowjax.align.leapalign import two_leap
+from flowjax.align.leapalign import velocity_deviation
 
 __all__ = [
     "clipped_surrogate",
@@ -60,6 +61,7 @@ __all__ = [
     "sample_leap_indices",
     "similarity_weights",
     "two_leap",
+    "velocity_deviation",
     "kl_step",
     "process_advantages",
     "reward_guidance",

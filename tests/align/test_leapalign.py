@@ -3,6 +3,7 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from flowjax.align import leapalign
 
@@ -98,3 +99,49 @@ def test_leapalign_loss_runs_and_last_step_gradient():
     last = jax.grad(lambda th: leapalign.leapalign_loss(_field(th), None, x0, reward_fn=reward, times=times, ceiling=0.0,
                                                         leap="last", weighting=False)[0])(theta)
     assert all(np.all(np.isfinite(np.asarray(a))) for a in last)
+
+
+def test_loss_two_leap_alpha_one_equals_full_backprop_loss_on_two_steps():
+    # on a 2-step grid the only pair is (k, j) = (0, 1), so LeapAlign with alpha = 1 and no weights is full backprop
+    theta = _theta(jax.random.key(10))
+    x0 = jax.random.normal(jax.random.key(11), (8, 2))
+    times = np.array([0.0, 0.3, 1.0])
+    reward = lambda x: -jnp.sum((x - jnp.array([0.5, 1.0])[None]) ** 2, -1)
+    kw = dict(reward_fn=reward, times=times, ceiling=0.0, weighting=False)
+    g_two = jax.grad(lambda th: leapalign.leapalign_loss(_field(th), jax.random.key(12), x0, alpha=1.0, leap="two", **kw)[0])(theta)
+    g_full = jax.grad(lambda th: leapalign.leapalign_loss(_field(th), None, x0, leap="full", **kw)[0])(theta)
+    g_ref = jax.grad(lambda th: jnp.mean(-reward(leapalign.euler_rollout(_field(th), x0, times)[-1])))(theta)
+    for a, b, c in zip(g_two, g_full, g_ref):
+        np.testing.assert_allclose(a, c, atol=1e-12)
+        np.testing.assert_allclose(b, c, atol=1e-12)
+
+
+def test_velocity_deviation_is_unbiased_on_a_nonuniform_grid():
+    times = np.array([0.0, 0.1, 0.5, 1.0])
+    v = lambda x, t: jnp.zeros_like(x)
+    ref = lambda x, t: jnp.stack([t, jnp.zeros_like(t)], -1)  # |dv|^2 = t^2
+    xs = jnp.zeros((4, 200_000, 2))
+    d = leapalign.velocity_deviation(v, ref, jax.random.key(13), xs, times)
+    exact = 0.1 * 0.0 + 0.4 * 0.1**2 + 0.5 * 0.5**2  # sum_i dt_i t_i^2
+    assert set(np.unique(np.round(np.asarray(d), 12))) <= {0.0, 0.01, 0.25}
+    np.testing.assert_allclose(float(jnp.mean(d)), exact, atol=2e-3)
+
+
+def test_velocity_deviation_zero_at_reference_and_loss_validation():
+    theta = _theta(jax.random.key(14))
+    x0 = jax.random.normal(jax.random.key(15), (6, 2))
+    times = np.linspace(0, 1, 6)
+    reward = lambda x: -jnp.sum(x**2, -1)
+    frozen = _field(theta)
+    f = lambda th: leapalign.leapalign_loss(_field(th), jax.random.key(16), x0, reward_fn=reward, times=times, ceiling=0.0,
+                                            weighting=False, ref_fn=frozen, kl_weight=1.0)
+    g_kl = jax.grad(lambda th: f(th)[0])(theta)
+    g_plain = jax.grad(lambda th: leapalign.leapalign_loss(_field(th), jax.random.key(16), x0, reward_fn=reward, times=times,
+                                                           ceiling=0.0, weighting=False)[0])(theta)
+    assert float(f(theta)[1]["deviation"]) == 0.0
+    for a, b in zip(g_kl, g_plain):  # the regulariser's gradient vanishes at the reference; the reward path is unchanged
+        np.testing.assert_allclose(a, b, atol=1e-12)
+    with pytest.raises(ValueError, match="ref_fn"):
+        leapalign.leapalign_loss(frozen, jax.random.key(0), x0, reward_fn=reward, times=times, kl_weight=1.0)
+    with pytest.raises(ValueError, match="PRNG key"):
+        leapalign.leapalign_loss(frozen, None, x0, reward_fn=reward, times=times)
