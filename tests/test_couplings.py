@@ -91,3 +91,136 @@ def test_shape_mismatch_raises():
         couplings.ot_exact()(jax.random.key(0), jnp.ones((4, 2)), jnp.ones((5, 2)))
     with pytest.raises(ValueError, match="epsilon"):
         couplings.ot_sinkhorn(0.0)
+
+
+# --- ot_exact solvers: scipy (host callback) and ott (on device) --------------------------------
+
+
+def _brute_force(x0, x1):
+    n = x0.shape[0]
+    return min(_cost(x0, x1, jnp.array(p), jnp.arange(n)) for p in itertools.permutations(range(n)))
+
+
+def _needs(solver):
+    if solver == "pot":
+        pytest.importorskip("ot", reason="POT (optional) is not installed")
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6])
+@pytest.mark.parametrize("solver", ["scipy", "ott", "auto", "pot"])
+def test_ot_exact_solvers_match_brute_force(solver, n):
+    _needs(solver)
+    x0 = jax.random.normal(jax.random.key(20 + n), (n, 3))
+    x1 = jax.random.normal(jax.random.key(40 + n), (n, 3)) * 0.7 + 0.5
+    i0, i1 = couplings.ot_exact(solver=solver)(jax.random.key(0), x0, x1)
+    assert sorted(np.asarray(i0).tolist()) == list(range(n))
+    np.testing.assert_array_equal(i1, np.arange(n))
+    np.testing.assert_allclose(_cost(x0, x1, i0, i1), _brute_force(x0, x1), rtol=1e-6)
+
+
+def test_ot_exact_auto_is_scipy_on_cpu():
+    assert jax.default_backend() == "cpu"
+    assert couplings._resolve_solver("auto") == "scipy"
+    assert couplings._resolve_solver("ott") == "ott"
+
+
+@pytest.mark.parametrize("solver", ["scipy", "pot"])
+def test_ot_exact_host_solvers_and_ott_give_the_same_plan_at_larger_n(solver):
+    _needs(solver)
+    x0 = jax.random.normal(jax.random.key(50), (96, 2))
+    x1 = jax.random.normal(jax.random.key(51), (96, 2)) + 1.0
+    a0, a1 = jax.jit(couplings.ot_exact(solver=solver))(jax.random.key(0), x0, x1)
+    b0, b1 = jax.jit(couplings.ot_exact(solver="ott"))(jax.random.key(0), x0, x1)
+    assert sorted(np.asarray(a0).tolist()) == list(range(96))
+    assert a0.dtype == b0.dtype == a1.dtype
+    np.testing.assert_allclose(_cost(x0, x1, a0, a1), _cost(x0, x1, b0, b1), rtol=1e-6)
+    # continuous random data has no ties, so the optimal permutation is unique
+    np.testing.assert_array_equal(np.asarray(a0), np.asarray(b0))
+
+
+def test_ot_exact_scipy_under_vmap_and_jit():
+    """vmap sends the whole stack of cost matrices to the host in one callback; each is solved alone."""
+    x0 = jax.random.normal(jax.random.key(52), (4, 6, 2))
+    x1 = jax.random.normal(jax.random.key(53), (4, 6, 2)) - 0.5
+    keys = jax.random.split(jax.random.key(54), 4)
+    couple = couplings.ot_exact(solver="scipy")
+    i0, i1 = jax.jit(jax.vmap(couple))(keys, x0, x1)
+    assert i0.shape == i1.shape == (4, 6)
+    for b in range(4):
+        assert sorted(np.asarray(i0[b]).tolist()) == list(range(6))
+        np.testing.assert_allclose(_cost(x0[b], x1[b], i0[b], i1[b]), _brute_force(x0[b], x1[b]), rtol=1e-6)
+    # nested vmap (two leading axes on the host)
+    j0, _ = jax.vmap(jax.vmap(couple))(keys.reshape(2, 2), x0.reshape(2, 2, 6, 2), x1.reshape(2, 2, 6, 2))
+    np.testing.assert_array_equal(np.asarray(j0).reshape(4, 6), np.asarray(i0))
+
+
+@pytest.mark.parametrize("solver", ["scipy", "ott", "pot"])
+def test_ot_exact_labels_pairs_within_class_and_is_optimal_per_class(solver):
+    _needs(solver)
+    x0 = jax.random.normal(jax.random.key(55), (12, 2))
+    x1 = jax.random.normal(jax.random.key(56), (12, 2)) + 0.3
+    labels = jnp.array([0, 1, 2, 0, 1, 2, 0, 1, 2, 1, 0, 2])
+    i0, i1 = jax.jit(couplings.class_conditional(couplings.ot_exact(solver=solver)))(
+        jax.random.key(0), x0, x1, labels=labels)
+    np.testing.assert_array_equal(labels[i0], labels[i1])
+    total = 0.0
+    for c in range(3):
+        idx = np.flatnonzero(np.asarray(labels) == c)
+        total += _brute_force(x0[idx], x1[idx])
+    np.testing.assert_allclose(_cost(x0, x1, i0, i1), total, rtol=1e-6)
+
+
+@pytest.mark.parametrize("solver", ["scipy", "pot"])
+def test_ot_exact_host_nonfinite_cost_returns_identity_not_crash(solver):
+    _needs(solver)
+    x0 = jnp.ones((4, 2)).at[1, 0].set(jnp.nan)
+    i0, _ = jax.jit(couplings.ot_exact(solver=solver))(jax.random.key(0), x0, jnp.zeros((4, 2)))
+    np.testing.assert_array_equal(np.asarray(i0), np.arange(4))
+
+
+def test_ot_exact_scipy_per_shard_matches_unsharded_blocks():
+    mesh = jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Explicit,))
+    x0 = jax.random.normal(jax.random.key(57), (64, 2))
+    x1 = jax.random.normal(jax.random.key(58), (64, 2)) + 2.0
+    sharding = jax.sharding.NamedSharding(mesh, P("data"))
+    x0s, x1s = jax.device_put(x0, sharding), jax.device_put(x1, sharding)
+    a = jax.jit(couplings.per_shard(couplings.ot_exact(solver="scipy"), mesh))(jax.random.key(0), x0s, x1s)
+    b = jax.jit(couplings.shard_local(couplings.ot_exact(solver="ott"), 8))(jax.random.key(0), x0, x1)
+    for u, v in zip(a, b):
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_ot_exact_bad_inputs():
+    with pytest.raises(ValueError, match="solver"):
+        couplings.ot_exact(solver="hungarian")
+    with pytest.raises(TypeError):
+        couplings.ot_exact("scipy")  # keyword-only
+    couple = couplings.ot_exact(solver="scipy")
+    with pytest.raises(ValueError, match="same shape"):
+        couple(jax.random.key(0), jnp.ones((4, 2)), jnp.ones((4, 3)))
+    with pytest.raises(ValueError, match="labels"):
+        couple(jax.random.key(0), jnp.ones((4, 2)), jnp.ones((4, 2)), labels=jnp.zeros((3,), jnp.int32))
+    assert couplings.coupling_by_name("ot", solver="ott") is not None
+
+
+def test_ot_exact_pot_without_pot_installed_says_so(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ot", None)  # makes `import ot` raise ImportError
+    with pytest.raises(ImportError, match="pip install pot"):
+        couplings.ot_exact(solver="pot")
+
+
+def test_host_assign_pot_falls_back_to_scipy_when_the_simplex_stops_early(monkeypatch):
+    ot = pytest.importorskip("ot")
+    rng = np.random.default_rng(0)
+    cost = rng.random((2, 5, 5))
+    want = couplings._host_assign(cost, dtype=np.int64, method="scipy")
+    # a non-permutation plan, and a permutation the simplex did not prove optimal (result_code 3 =
+    # iteration cap reached): both must be replaced by scipy's optimum
+    for fake in (lambda a, b, m, **kw: (np.ones_like(m), {"result_code": 1}),
+                 lambda a, b, m, **kw: (np.eye(m.shape[0]), {"result_code": 3})):
+        monkeypatch.setattr(ot, "emd", fake)
+        got = couplings._host_assign(cost, dtype=np.int64, method="pot")
+        np.testing.assert_array_equal(got, want)
+    assert not np.array_equal(want[0], np.arange(5)) or not np.array_equal(want[1], np.arange(5))

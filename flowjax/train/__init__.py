@@ -1,6 +1,7 @@
 """Training: state, pure step, Trainer loop, fit, checkpoints, sharding, preflight checks."""
 
 from flowjax.train import checkpoint
+from flowjax.train import host_memory
 from flowjax.train import preflight
 from flowjax.train import sharding
 from flowjax.train.checkpoint import CheckpointCorruptError
@@ -8,6 +9,7 @@ from flowjax.train.checkpoint import CheckpointError
 from flowjax.train.checkpoint import CheckpointMismatchError
 from flowjax.train.checkpoint import Checkpointer
 from flowjax.train.fit import fit
+from flowjax.train.host_memory import keep_host_buffers_resident
 from flowjax.train.preflight import PreflightError
 from flowjax.train.sharding import make_mesh
 from flowjax.train.state import TrainState
@@ -33,6 +35,8 @@ __all__ = [
     "checkpoint",
     "create_train_state",
     "fit",
+    "host_memory",
+    "keep_host_buffers_resident",
     "make_mesh",
     "make_optimizer",
     "make_train_step",
