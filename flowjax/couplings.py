@@ -123,17 +123,27 @@ def _assign_ott(cost: Array) -> Array:
     return jnp.zeros_like(rows).at[cols].set(rows)
 
 
+def _pot_available() -> bool:
+    try:
+        import ot  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def _resolve_solver(solver: str) -> str:
     if solver != "auto":
         return solver
-    # On the CPU backend the host callback costs no device transfer, and scipy's compiled
-    # Jonker-Volgenant solver beats ott's jitted Hungarian loop by far (benchmarks/otcfm_step.py,
-    # whole OT-CFM step on 2-D data: 2.5x faster at batch 512, 4.5x at 2048). On GPU/TPU the callback
-    # would copy the n x n cost matrix to the host and synchronise every step (and solve on one host
-    # core), while ott's solver stays on the device inside the compiled step, so "auto" keeps ott
-    # there. "auto" never picks "pot" (an optional dependency), although POT's network simplex is
-    # faster than scipy on low-dimensional data (4.5x at batch 2048 in 2-D; slower in 64-D).
-    return "scipy" if jax.default_backend() == "cpu" else "ott"
+    # On the CPU backend the host callback costs no device transfer, and the compiled host solvers
+    # beat ott's jitted Hungarian loop by far (benchmarks/otcfm_step.py, whole OT-CFM step on 2-D data:
+    # scipy 4.5x faster than ott at batch 2048, POT's network simplex another 4.3x faster than scipy;
+    # in 64-D scipy was 1.3x faster than POT). POT (a dependency of the package, the solver torchcfm
+    # uses) is preferred when importable, scipy otherwise. On GPU/TPU the callback would copy the
+    # n x n cost matrix to the host and synchronise every step (and solve on one host core), while
+    # ott's solver stays on the device inside the compiled step, so "auto" keeps ott there.
+    if jax.default_backend() != "cpu":
+        return "ott"
+    return "pot" if _pot_available() else "scipy"
 
 
 def ot_exact(*, solver: str = "auto") -> Coupling:
@@ -149,10 +159,10 @@ def ot_exact(*, solver: str = "auto") -> Coupling:
         ``jax.pure_callback`` (jit- and vmap-compatible; the solve happens on the host CPU).
         ``"ott"``: ott-jax's Hungarian solver, compiled into the step (stays on the device).
         ``"pot"``: POT's network simplex ``ot.emd`` (torchcfm's solver) through the same host
-        callback; needs the optional ``pot`` package, and is the fastest on CPU at large batches
-        for low-dimensional data (see the benchmark ``otcfm_step``).
-        ``"auto"`` (default): ``"scipy"`` when JAX's default backend is the CPU, ``"ott"``
-        otherwise. All give an optimal assignment; with ties in the cost they may pick different
+        callback, falling back to scipy when POT does not report an optimum; the fastest on CPU at
+        large batches for low-dimensional data (see the benchmark ``otcfm_step``).
+        ``"auto"`` (default): on JAX's CPU backend ``"pot"`` (``"scipy"`` if POT cannot be
+        imported), ``"ott"`` otherwise. All give an optimal assignment; with ties in the cost they may pick different
         (equally optimal) permutations.
 
     Returns:

@@ -118,8 +118,10 @@ def test_ot_exact_solvers_match_brute_force(solver, n):
     np.testing.assert_allclose(_cost(x0, x1, i0, i1), _brute_force(x0, x1), rtol=1e-6)
 
 
-def test_ot_exact_auto_is_scipy_on_cpu():
+def test_ot_exact_auto_is_pot_else_scipy_on_cpu(monkeypatch):
     assert jax.default_backend() == "cpu"
+    assert couplings._resolve_solver("auto") == ("pot" if couplings._pot_available() else "scipy")
+    monkeypatch.setattr(couplings, "_pot_available", lambda: False)
     assert couplings._resolve_solver("auto") == "scipy"
     assert couplings._resolve_solver("ott") == "ott"
 
