@@ -93,13 +93,13 @@ def iou(a, b):
 
 def imp_pseudo_flows(src_masks, src_flows, edit_mask0, calibrate=None):
     """Iterative Motion Propagation (spec §3.2, derived): F_hat_i = pseudo_flow(F_i, M_i, M_hat_i),
-    M_hat_{i+1} = splat(M_hat_i, F_hat_i). With ``calibrate(F_hat, M_hat, M) -> F_tilde`` (SCFC, §3.3) the
+    M_hat_{i+1} = splat(M_hat_i, F_hat_i). With ``calibrate(F_hat, M_hat, M, F) -> F_tilde`` (SCFC, §3.3) the
     calibrated flow replaces F_hat (and drives the mask splat). Returns (flows (N-1, H, W, 2), masks (N, H, W))."""
     m_hat, flows, masks = edit_mask0, [], [edit_mask0]
     for i in range(src_flows.shape[0]):
         f_hat = physical.pseudo_flow(src_flows[i], src_masks[i], m_hat)
         if calibrate is not None:
-            f_hat = calibrate(f_hat, m_hat, src_masks[i])
+            f_hat = calibrate(f_hat, m_hat, src_masks[i], src_flows[i])
         m_hat = physical.splat_mask(m_hat, f_hat)
         flows.append(f_hat)
         masks.append(m_hat)
@@ -137,7 +137,7 @@ def calibration_pool(cfg):
         img = jnp.broadcast_to(e_frames[:, :1], (count, n - 1) + e_frames.shape[2:])
         for flows, masks in ((p_flows, p_masks[:, :-1]), (tf_flows, e_masks[:, :-1])):
             parts.append({"pseudo_flow": flows, "edit_mask": masks, "source_mask": s_masks[:, :-1], "image": img,
-                          "target_flow": e_fw})
+                          "source_flow": s_fw, "target_flow": e_fw})
     flat = lambda a: a.reshape((-1,) + a.shape[2:])  # noqa: E731
     return {k: jnp.concatenate([flat(p[k]) for p in parts]) for k in parts[0]}
 
@@ -146,7 +146,8 @@ def train_calibration(cfg):
     """Train the SCFC network on :func:`calibration_pool`; returns (net, params, history)."""
     pool = calibration_pool(cfg)
     cnet = physical.FlowCalibrationNet(channels=cfg.calib_channels)
-    params = cnet.init(jax.random.key(cfg.seed + 3), *(pool[k][:1] for k in ("pseudo_flow", "edit_mask", "image", "source_mask")))
+    params = cnet.init(jax.random.key(cfg.seed + 3),
+                       *(pool[k][:1] for k in ("pseudo_flow", "edit_mask", "image", "source_mask", "source_flow")))
     size = pool["pseudo_flow"].shape[0]
 
     def batch_fn(step):
@@ -201,9 +202,9 @@ def run(cfg, out_dir: Path) -> dict:
     runs = RUNS
     if cfg.calibration:  # (e) SCFC inside the IMP loop
         cnet, cparams, hists["calibration"], pool_size = train_calibration(cfg)
-        calib = jax.jit(lambda f, m, im, ms: cnet.apply(cparams, f[None], m[None], im[None], ms[None])[0])
+        calib = jax.jit(lambda f, m, im, ms, fs: cnet.apply(cparams, f[None], m[None], im[None], ms[None], fs[None])[0])
         cal = [imp_pseudo_flows(s_masks[b], s_fw[b], e_masks[b, 0], calibrate=partial(
-            lambda f, m, ms, im: calib(f, m, im, ms), im=e_frames[b, 0])) for b in range(s_frames.shape[0])]
+            lambda f, m, ms, fs, im: calib(f, m, im, ms, fs), im=e_frames[b, 0])) for b in range(s_frames.shape[0])]
         cal_flows, cal_masks = jnp.stack([x[0] for x in cal]), jnp.stack([x[1] for x in cal])
         settings[CALIBRATED_RUN] = (models["flow"], True, cal_flows, zeros_m)
         runs = RUNS + (CALIBRATED_RUN,)

@@ -18,7 +18,8 @@ loop. DERIVED / OURS (spec §3.3; the paper's network and target are unknown):
 :class:`FlowCalibrationNet`, a two-level U-Net predicting a residual correction, gated to the region
 ``dilate(M_hat ∪ M)`` and zero-initialised, so ``F_tilde = F_hat + region * Delta`` starts as the
 identity and never changes the background flow far from the shapes; it also reads the source mask
-``M_i`` (ours: it tells uncovered background from object). :func:`flow_calibration_loss` is the
+``M_i`` and, optionally, the source flow ``F_i`` (ours: they tell uncovered background from object and
+show the motion field the pseudo flow was resampled from). :func:`flow_calibration_loss` is the
 spec's self-supervised L1 regression ``|F_tilde - F_true|_1`` over that region, with ``F_true`` the
 exact flow of a synthetically edited object (spec §3.3 training data). The I2V generator is not
 implemented here (experiments/flowv2v has a tiny one).
@@ -239,8 +240,8 @@ class FlowCalibrationNet(nn.Module):
     untrained network is exactly the identity ``F_tilde = F_hat`` (the spec's "IMP only" fallback).
 
     Call: ``net.apply(params, pseudo_flow (B, H, W, 2), edit_mask (B, H, W), image (B, H, W, C) in [0, 1],
-    source_mask (B, H, W)) -> (B, H, W, 2)``. FlowV2V feeds the edited first frame ``I_hat_1`` as
-    ``image`` (spec §3.3).
+    source_mask (B, H, W), source_flow (B, H, W, 2) | None) -> (B, H, W, 2)``. FlowV2V feeds the edited
+    first frame ``I_hat_1`` as ``image`` (spec §3.3). ``source_flow=None`` feeds zeros in its channels.
     """
 
     channels: int = 16
@@ -248,7 +249,8 @@ class FlowCalibrationNet(nn.Module):
     flow_scale: float = 2.0
 
     @nn.compact
-    def __call__(self, pseudo_flow: Array, edit_mask: Array, image: Array, source_mask: Array) -> Array:
+    def __call__(self, pseudo_flow: Array, edit_mask: Array, image: Array, source_mask: Array,
+                 source_flow: Array | None = None) -> Array:
         check_float_array("pseudo_flow", pseudo_flow, ndim=4)
         b, h, w, two = pseudo_flow.shape
         if two != 2:
@@ -260,9 +262,13 @@ class FlowCalibrationNet(nn.Module):
         check_float_array("image", image, ndim=4)
         if image.shape[:3] != (b, h, w):
             raise ValueError(f"`image` must have shape {(b, h, w)} + (C,), got {tuple(image.shape)}.")
+        if source_flow is None:
+            source_flow = jnp.zeros_like(pseudo_flow)
+        elif source_flow.shape != pseudo_flow.shape:
+            raise ValueError(f"`source_flow` must have shape {tuple(pseudo_flow.shape)}, got {tuple(source_flow.shape)}.")
         c = self.channels
-        x = jnp.concatenate([pseudo_flow / self.flow_scale, edit_mask[..., None], source_mask[..., None],
-                             2.0 * image - 1.0], -1)
+        x = jnp.concatenate([pseudo_flow / self.flow_scale, source_flow / self.flow_scale, edit_mask[..., None],
+                             source_mask[..., None], 2.0 * image - 1.0], -1)
         h1 = nn.silu(nn.Conv(c, (3, 3))(x))
         h1 = nn.silu(nn.Conv(c, (3, 3))(h1))
         d = nn.avg_pool(h1, (2, 2), (2, 2), padding="SAME")
@@ -279,10 +285,11 @@ class FlowCalibrationNet(nn.Module):
 def flow_calibration_loss(calib_fn: Callable[..., Array], key: Any, batch: dict, *, dilation: int = 5) -> tuple[Array, dict]:
     """SCFC regression (spec §3.3, derived): ``L = sum_p r(p) |F_tilde(p) - F_true(p)|_1 / sum_p r(p)``.
 
-    ``F_tilde = calib_fn(pseudo_flow, edit_mask, image, source_mask)``; ``r = calibration_region(edit_mask,
-    source_mask)`` (the dilated ``M_hat ∪ M``); ``|.|_1`` sums the two flow components. ``batch``: dict with
-    ``pseudo_flow``, ``target_flow`` (B, H, W, 2), ``edit_mask``, ``source_mask`` (B, H, W), ``image``
-    (B, H, W, C). ``key`` is unused (deterministic), kept for the project's loss signature.
+    ``F_tilde = calib_fn(pseudo_flow, edit_mask, image, source_mask[, source_flow])``; ``r =
+    calibration_region(edit_mask, source_mask)`` (the dilated ``M_hat ∪ M``); ``|.|_1`` sums the two flow
+    components. ``batch``: dict with ``pseudo_flow``, ``target_flow`` (B, H, W, 2), ``edit_mask``,
+    ``source_mask`` (B, H, W), ``image`` (B, H, W, C), optionally ``source_flow`` (B, H, W, 2; passed on
+    as the fifth argument when present). ``key`` is unused (deterministic), kept for the project's loss signature.
 
     Returns ``(loss, aux)``; ``aux`` also holds the same L1 of the uncalibrated pseudo flow
     (``l1_pseudo``) and both mean end-point errors over the region (``epe_calibrated``, ``epe_pseudo``).
@@ -296,7 +303,8 @@ def flow_calibration_loss(calib_fn: Callable[..., Array], key: Any, batch: dict,
     if f_true.shape != f_hat.shape:
         raise ValueError(f"`target_flow` must have shape {tuple(f_hat.shape)}, got {tuple(f_true.shape)}.")
     r = calibration_region(batch["edit_mask"], batch["source_mask"], dilation=dilation)
-    f_tilde = calib_fn(f_hat, batch["edit_mask"], batch["image"], batch["source_mask"])
+    extra = (batch["source_flow"],) if "source_flow" in batch else ()
+    f_tilde = calib_fn(f_hat, batch["edit_mask"], batch["image"], batch["source_mask"], *extra)
     n = jnp.maximum(jnp.sum(r), 1.0)
     l1 = lambda f: jnp.sum(r * jnp.sum(jnp.abs(f - f_true), -1)) / n  # noqa: E731
     epe = lambda f: jnp.sum(r * jnp.sqrt(jnp.sum((f - f_true) ** 2, -1) + 1e-12)) / n  # noqa: E731

@@ -92,6 +92,9 @@ def test_net_shape_errors(toy):
         net.init(jax.random.key(0), toy["pseudo_flow"][..., :1], toy["edit_mask"], toy["image"], toy["source_mask"])
     with pytest.raises(ValueError, match="edit_mask"):
         net.init(jax.random.key(0), toy["pseudo_flow"], toy["edit_mask"][:2], toy["image"], toy["source_mask"])
+    with pytest.raises(ValueError, match="source_flow"):
+        net.init(jax.random.key(0), toy["pseudo_flow"], toy["edit_mask"], toy["image"], toy["source_mask"],
+                 toy["pseudo_flow"][:2])
 
 
 def test_training_reduces_known_flow_error(toy):
