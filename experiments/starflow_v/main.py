@@ -5,6 +5,14 @@ denoiser on the flow's score (the code's free target ``sigma * numel * dL_NF/dx~
 backward pass; separate optimizers, the target is stop-gradient). Then checks exactness, Jacobi vs
 sequential inversion of the deep block, the two denoisers and causality. Criterion 5 of the spec
 (global vs global-local baseline) is optional there and not run (CPU budget).
+
+With ``cfg.class_conditional`` (smoke, gpu/tpu presets; off in the cpu preset so that the recorded cpu
+run stays comparable) the deep block is conditioned on the digit label (STARFlow's ``cond_top_only``),
+trained with label dropout ``cfg.label_dropout`` (code 0.1), and an extra, report-only metric shows
+classifier-free guidance: digit-classifier accuracy (the project's own digits classifier, on frame 1
+of FSM-denoised samples) of guided Jacobi samples at our scales ``w in cfg.guidance_scales`` (0 =
+unconditional, 1 = conditional, > 1 = guided; the code's scale is ``w - 1``). All other checks then
+use the conditional model with the test labels. The FSM denoiser stays unconditional.
 """
 
 from __future__ import annotations
@@ -20,14 +28,14 @@ import numpy as np
 import optax
 
 from experiments.starflow_v.config import CLAIM
-from flowjax import experiment, nf
+from flowjax import experiment, metrics, nf
 from flowjax.data import load_digits_arrays
 
 
 def _videos(key, split, cfg):
-    images, _ = load_digits_arrays(split)
+    images, labels = load_digits_arrays(split)
     v = nf.drifting_digits(key, jnp.asarray(images, jnp.float32), num_frames=cfg.num_frames)
-    return nf.patchify_video(v, cfg.patch)
+    return nf.patchify_video(v, cfg.patch), jnp.asarray(labels, jnp.int32)
 
 
 def _perturbed(params, key, scale):
@@ -40,13 +48,17 @@ def run(cfg, out_dir: Path) -> dict:
     out_dir = Path(out_dir)
     key = jax.random.key(cfg.seed)
     k_tr, k_te, k_init, k_den, k_train, k_eval = jax.random.split(key, 6)
-    x_train = _videos(k_tr, "train", cfg)
-    x_test = _videos(k_te, "test", cfg)[: cfg.eval_videos]
+    x_train, y_train = _videos(k_tr, "train", cfg)
+    x_test, y_test = _videos(k_te, "test", cfg)
+    x_test, y_test = x_test[: cfg.eval_videos], y_test[: cfg.eval_videos]
     n_tok, chans = x_train.shape[1], x_train.shape[2]
     side = 8 // cfg.patch
     spf = side * side
+    conditional = bool(cfg.class_conditional)
+    num_classes = 10 if conditional else 0
     flow = nf.starflow_v(chans, spf, cfg.num_frames, shallow_blocks=cfg.shallow_blocks, shallow_depth=cfg.shallow_depth,
-                         deep_depth=cfg.deep_depth, dim=cfg.dim, heads=cfg.heads)
+                         deep_depth=cfg.deep_depth, dim=cfg.dim, heads=cfg.heads, num_classes=num_classes)
+    lab = (lambda y: y) if conditional else (lambda y: None)  # labels passed to the flow (None: unconditional)
     den = nf.CausalDenoiser(chans, spf, dim=cfg.dim, depth=cfg.denoiser_depth, heads=cfg.heads, lookahead=cfg.denoiser_lookahead)
     theta = nf.init_flow(flow, k_init)
     phi = jax.tree.map(jnp.asarray, den.init(k_den, x_train[:2]))
@@ -55,15 +67,17 @@ def run(cfg, out_dir: Path) -> dict:
     st_t, st_p = opt_t.init(theta), opt_p.init(phi)
     sigma = float(cfg.sigma)
 
-    def nf_loss_fn(th, xt):
-        return nf.nf_loss_value(lambda v: nf.flow_forward(flow, th, v), xt)
+    def nf_loss_fn(th, xt, c):
+        return nf.nf_loss_value(lambda v: nf.flow_forward(flow, th, v, c=c), xt)
 
     @jax.jit
     def train_step(theta, phi, st_t, st_p, key):
-        k_idx, k_eps = jax.random.split(key)
-        x = x_train[jax.random.randint(k_idx, (cfg.batch_size,), 0, x_train.shape[0])]
+        k_idx, k_eps, k_drop = jax.random.split(key, 3)
+        idx = jax.random.randint(k_idx, (cfg.batch_size,), 0, x_train.shape[0])
+        x = x_train[idx]
+        c = nf.condition_dropout(flow, k_drop, y_train[idx], p=cfg.label_dropout) if conditional else None  # CFG dropout
         xt = x + sigma * jax.random.normal(k_eps, x.shape, x.dtype)  # noise augmentation
-        (l_nf, aux), (g_t, g_x) = jax.value_and_grad(nf_loss_fn, argnums=(0, 1), has_aux=True)(theta, xt)
+        (l_nf, aux), (g_t, g_x) = jax.value_and_grad(nf_loss_fn, argnums=(0, 1), has_aux=True)(theta, xt, c)
         target = nf.fsm_target_from_loss_grad(g_x, sigma=sigma)  # free FSM target, stop-gradient (spec 3.6)
         (l_fsm, _), g_p = jax.value_and_grad(
             lambda ph: nf.fsm_loss(lambda v: den.apply(ph, v), None, xt, target=target), has_aux=True)(phi)
@@ -88,14 +102,15 @@ def run(cfg, out_dir: Path) -> dict:
     # -- 1. exactness ------------------------------------------------------------------------
     fwd = jax.jit(partial(nf.flow_forward, flow))
     inv_seq = jax.jit(partial(nf.flow_inverse, flow, method="sequential"))
-    logp = lambda v: nf.flow_log_prob(flow, theta, v)  # noqa: E731
+    logp_c = lambda v, c: nf.flow_log_prob(flow, theta, v, c=c)  # noqa: E731
+    logp_jit = jax.jit(logp_c)
     errs, nlls = [], []
     for i in range(0, xt_test.shape[0], 64):
-        xb = xt_test[i:i + 64]
-        z, _ = fwd(theta, xb)
-        xr, _ = inv_seq(theta, z)
+        xb, yb = xt_test[i:i + 64], lab(y_test[i:i + 64])
+        z, _ = fwd(theta, xb, c=yb)
+        xr, _ = inv_seq(theta, z, c=yb)
         errs.append(float(jnp.max(jnp.abs(xr - xb))))
-        nlls.append(-np.asarray(jax.jit(logp)(xb)))
+        nlls.append(-np.asarray(logp_jit(xb, yb)))
     m["roundtrip_max_abs_err"] = max(errs)
     nll = np.concatenate(nlls)
     m["test_nll_per_dim_nats"] = float(nll.mean() / d_total)
@@ -117,9 +132,10 @@ def run(cfg, out_dir: Path) -> dict:
     # -- 2. Jacobi vs sequential on the deep block ---------------------------------------------
     deep = len(flow.blocks) - 1
     zs = jax.random.normal(jax.random.key(cfg.seed + 7), (cfg.jacobi_samples, n_tok, chans), jnp.float32)
-    seq_fn = jax.jit(partial(nf.af_block_inverse, flow, deep, method="sequential"))
+    yj = lab(jnp.arange(cfg.jacobi_samples, dtype=jnp.int32) % 10)
+    seq_fn = jax.jit(partial(nf.af_block_inverse, flow, deep, method="sequential", c=yj))
     x_seq, _ = seq_fn(theta[deep], zs)
-    jac_fn = jax.jit(partial(nf.af_block_inverse, flow, deep, method="jacobi", chunk_sizes=cfg.chunk))  # tol etc. traced
+    jac_fn = jax.jit(partial(nf.af_block_inverse, flow, deep, method="jacobi", chunk_sizes=cfg.chunk, c=yj))  # tol etc. traced
     rel = lambda a: float(jnp.sqrt(jnp.mean((a - x_seq) ** 2) / jnp.mean(x_seq**2)))  # noqa: E731
     its = {}
     for tol in cfg.tols:
@@ -149,19 +165,36 @@ def run(cfg, out_dir: Path) -> dict:
     m["wall_seconds_jacobi_deep"] = timed(jac_fn, theta[deep], zs, tol=cfg.tols[0], max_iter=cfg.max_iter, video_init=True)
 
     # -- 3. denoising ----------------------------------------------------------------------
-    sd = jax.jit(lambda v: nf.self_denoise(logp, v, sigma=sigma))
+    sd = jax.jit(lambda v, c: nf.self_denoise(lambda u: logp_c(u, c), v, sigma=sigma))
     dfn = jax.jit(lambda v: den.apply(phi, v))
-    x_self = jnp.concatenate([sd(xt_test[i:i + 64]) for i in range(0, xt_test.shape[0], 64)])
+    x_self = jnp.concatenate([sd(xt_test[i:i + 64], lab(y_test[i:i + 64])) for i in range(0, xt_test.shape[0], 64)])
     x_fsm = nf.fsm_denoise(dfn, xt_test, sigma=sigma)
     mse = lambda a: float(jnp.mean((a - x_test) ** 2))  # noqa: E731
     m["mse_none"], m["mse_self_denoise"], m["mse_fsm"] = mse(xt_test), mse(x_self), mse(x_fsm)
 
     # -- 4. causality ----------------------------------------------------------------------
-    xb = xt_test[:16]
+    xb, yb = xt_test[:16], lab(y_test[:16])
     pert = xb.at[:, (cfg.num_frames - 1) * spf:].add(1.0)  # perturb the last frame
     m["fsm_frame1_change"] = float(jnp.max(jnp.abs(dfn(xb)[:, :spf] - dfn(pert)[:, :spf])))
     m["fsm_frame2_change"] = float(jnp.max(jnp.abs(dfn(xb)[:, spf:2 * spf] - dfn(pert)[:, spf:2 * spf])))
-    m["self_denoise_frame1_change"] = float(jnp.max(jnp.abs(sd(xb)[:, :spf] - sd(pert)[:, :spf])))
+    m["self_denoise_frame1_change"] = float(jnp.max(jnp.abs(sd(xb, yb)[:, :spf] - sd(pert, yb)[:, :spf])))
+
+    # -- extra (report only): classifier-free guidance ------------------------------------------
+    if conditional:
+        clf = metrics.load_digits_classifier()
+        to_frames = lambda x: np.clip(np.asarray(nf.unpatchify_video(  # noqa: E731
+            x, num_frames=cfg.num_frames, height=8, width=8, patch=cfg.patch)), -1.0, 1.0)
+        m["guidance_clf_acc_test_frame1"] = clf.accuracy(to_frames(x_test)[:, 0], np.asarray(y_test))
+        n_g = cfg.guidance_samples
+        y_g = jnp.arange(n_g, dtype=jnp.int32) % 10
+        z_g = jax.random.normal(jax.random.key(cfg.seed + 13), (n_g, n_tok, chans), jnp.float32)
+        g_inv = jax.jit(partial(nf.flow_inverse, flow, method="jacobi", chunk_sizes=cfg.chunk, tol=cfg.tols[0],
+                                max_iter=cfg.max_iter, guidance_rule=cfg.guidance_rule))  # w traced: one compilation
+        for w in cfg.guidance_scales:
+            x_g, info_g = g_inv(theta, z_g, c=y_g, guidance=jnp.float32(w))
+            frames = to_frames(nf.fsm_denoise(dfn, x_g, sigma=sigma))
+            m[f"guidance_clf_acc_w{w:g}"] = clf.accuracy(frames[:, 0], np.asarray(y_g))
+            m[f"guidance_deep_calls_w{w:g}"] = float(info_g["calls_global"])
 
     # -- criteria (spec section 5, revised by its review notes) ---------------------------------
     checks = {
@@ -180,7 +213,8 @@ def run(cfg, out_dir: Path) -> dict:
 
     # -- plots -------------------------------------------------------------------------------
     xs_gen, _ = jax.jit(partial(nf.flow_inverse, flow, method="jacobi", chunk_sizes=cfg.chunk, tol=cfg.tols[0]))(
-        theta, jax.random.normal(jax.random.key(cfg.seed + 11), (8, n_tok, chans), jnp.float32))
+        theta, jax.random.normal(jax.random.key(cfg.seed + 11), (8, n_tok, chans), jnp.float32),
+        c=lab(jnp.arange(8, dtype=jnp.int32)))
     xs_den = nf.fsm_denoise(dfn, xs_gen, sigma=sigma)
     vid = nf.unpatchify_video(xs_den, num_frames=cfg.num_frames, height=8, width=8, patch=cfg.patch)
     noisy = nf.unpatchify_video(xt_test[:4], num_frames=cfg.num_frames, height=8, width=8, patch=cfg.patch)
@@ -209,5 +243,9 @@ def run(cfg, out_dir: Path) -> dict:
         "plots": plots,
         "notes": (f"{cfg.steps} steps x batch {cfg.batch_size}, sigma {sigma}, width {cfg.dim}, deep {cfg.deep_depth} layers, "
                   f"{cfg.shallow_blocks} local shallow blocks; Jacobi chunk {cfg.chunk} (one frame), tol {list(cfg.tols)}; "
-                  f"failed checks: {[k for k, v in checks.items() if not v]}. Criterion 5 (global baseline) not run."),
+                  f"failed checks: {[k for k, v in checks.items() if not v]}. Criterion 5 (global baseline) not run."
+                  + (f" Class-conditional deep block (label dropout {cfg.label_dropout}); guidance metric (report only): "
+                     f"digit-classifier accuracy on frame 1 of {cfg.guidance_samples} FSM-denoised Jacobi samples at our "
+                     f"CFG scales w={list(cfg.guidance_scales)} (0 unconditional, 1 conditional; rule "
+                     f"{cfg.guidance_rule!r})." if conditional else "")),
     }

@@ -22,10 +22,13 @@ from flowjax.physical.reynoldsflow import (
     translation_from_normal_flow,
 )
 from flowjax.physical.flowv2v import (
+    FlowCalibrationNet,
     affine_from_moments,
     backward_warp,
+    calibration_region,
     dilate,
     erode,
+    flow_calibration_loss,
     mask_moments,
     occlusion_mask,
     pseudo_flow,
@@ -49,6 +52,7 @@ __all__ = [
     "rgb_to_gray", "to_uint8", "translation_from_normal_flow",
     "affine_from_moments", "backward_warp", "dilate", "erode", "mask_moments", "occlusion_mask", "pseudo_flow",
     "shape_map", "splat_mask", "warping_error",
+    "FlowCalibrationNet", "calibration_region", "flow_calibration_loss",
     "splatting",
     "bilinear_shift", "fourier_shift", "smooth_texture", "tiny_uav_video", "translating_texture_sequence",
 ]

@@ -11,7 +11,18 @@ DERIVED / OURS (spec §3.2, §3.5): the moment-matching affine map
 flow at ``psi(p)`` inside the edited mask, background-ring median on uncovered background, source
 flow elsewhere), forward splatting of masks with a 3x3 closing, and the exact form of the
 occlusion-masked warping error (forward-backward check thresholds from Lai et al. / Sundaram et al.).
-The calibration network (SCFC) and the I2V generator are not implemented here.
+
+Shape-Consistent Flow Calibration (SCFC). The PAPER'S: a flow-calibration network
+``R_omega(F_hat_i, M_hat_i, I_hat_1) -> F_tilde_i`` applied to the pseudo flow inside the propagation
+loop. DERIVED / OURS (spec §3.3; the paper's network and target are unknown):
+:class:`FlowCalibrationNet`, a two-level U-Net predicting a residual correction, gated to the region
+``dilate(M_hat ∪ M)`` and zero-initialised, so ``F_tilde = F_hat + region * Delta`` starts as the
+identity and never changes the background flow far from the shapes; it also reads the source mask
+``M_i`` and, optionally, the source flow ``F_i`` (ours: they tell uncovered background from object and
+show the motion field the pseudo flow was resampled from). :func:`flow_calibration_loss` is the
+spec's self-supervised L1 regression ``|F_tilde - F_true|_1`` over that region, with ``F_true`` the
+exact flow of a synthetically edited object (spec §3.3 training data). The I2V generator is not
+implemented here (experiments/flowv2v has a tiny one).
 
 Conventions: images ``(H, W)`` or ``(H, W, C)``; flows ``(H, W, 2)`` = (dx, dy) = (column, row),
 y down. Backward warp ``W(I, F)(p) = I(p + F(p))`` (bilinear, border clamped).
@@ -21,13 +32,17 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from typing import Any, Callable
+
+import flax.linen as nn
 from jax.scipy.ndimage import map_coordinates
 from jaxtyping import Array, Float
 
 from flowjax._checks import check_float_array
 
 __all__ = ["backward_warp", "occlusion_mask", "warping_error", "mask_moments", "affine_from_moments",
-           "shape_map", "pseudo_flow", "splat_mask", "dilate", "erode"]
+           "shape_map", "pseudo_flow", "splat_mask", "dilate", "erode",
+           "FlowCalibrationNet", "calibration_region", "flow_calibration_loss"]
 
 
 def _check_flow(name, f, hw=None):
@@ -192,3 +207,108 @@ def splat_mask(mask: Float[Array, "H W"], flow: Float[Array, "H W 2"], *, close:
     if close:
         out = erode(dilate(out, 3), 3)
     return (out > 0.5).astype(mask.dtype)
+
+
+# -- SCFC: flow calibration (derived, spec §3.3) --------------------------------------------------
+
+def calibration_region(edit_mask: Float[Array, "*B H W"], source_mask: Float[Array, "*B H W"], *,
+                       dilation: int = 5) -> Float[Array, "*B H W"]:
+    """The calibration region ``dilate(M_hat ∪ M)`` (a ``dilation x dilation`` square; 0/1 floats).
+
+    The spec's loss region ("inside the dilated ``M' ∪ M``"); :class:`FlowCalibrationNet` only changes
+    the flow there. Accepts ``(H, W)`` or batched ``(..., H, W)`` masks.
+    """
+    check_float_array("edit_mask", edit_mask, min_ndim=2)
+    check_float_array("source_mask", source_mask, min_ndim=2)
+    if edit_mask.shape != source_mask.shape:
+        raise ValueError(f"`edit_mask` and `source_mask` must have the same shape, got {tuple(edit_mask.shape)} "
+                         f"and {tuple(source_mask.shape)}.")
+    if not (isinstance(dilation, int) and dilation >= 1 and dilation % 2 == 1):
+        raise ValueError(f"`dilation` must be an odd positive integer, got {dilation!r}.")
+    u = jnp.maximum(edit_mask > 0.5, source_mask > 0.5).astype(edit_mask.dtype)
+    win = (1,) * (u.ndim - 2) + (dilation, dilation)
+    out = jax.lax.reduce_window(u, -jnp.inf, jax.lax.max, win, (1,) * u.ndim, "SAME")
+    return (out > 0.5).astype(edit_mask.dtype)
+
+
+class FlowCalibrationNet(nn.Module):
+    """SCFC network ``R_omega`` (architecture ours; the paper's is unknown): calibrated flow from the pseudo flow.
+
+    ``F_tilde = F_hat + region * Delta(F_hat / s, M_hat, M, 2 I - 1) * s`` with ``region =
+    calibration_region(M_hat, M)`` and ``s = flow_scale``. ``Delta`` is a two-level U-Net (3x3 convs,
+    SiLU, 2x average pooling, nearest upsampling, one skip) whose last conv is zero-initialised, so an
+    untrained network is exactly the identity ``F_tilde = F_hat`` (the spec's "IMP only" fallback).
+
+    Call: ``net.apply(params, pseudo_flow (B, H, W, 2), edit_mask (B, H, W), image (B, H, W, C) in [0, 1],
+    source_mask (B, H, W), source_flow (B, H, W, 2) | None) -> (B, H, W, 2)``. FlowV2V feeds the edited
+    first frame ``I_hat_1`` as ``image`` (spec §3.3). ``source_flow=None`` feeds zeros in its channels.
+    """
+
+    channels: int = 16
+    dilation: int = 5
+    flow_scale: float = 2.0
+
+    @nn.compact
+    def __call__(self, pseudo_flow: Array, edit_mask: Array, image: Array, source_mask: Array,
+                 source_flow: Array | None = None) -> Array:
+        check_float_array("pseudo_flow", pseudo_flow, ndim=4)
+        b, h, w, two = pseudo_flow.shape
+        if two != 2:
+            raise ValueError(f"`pseudo_flow` must have shape (B, H, W, 2), got {tuple(pseudo_flow.shape)}.")
+        for name, m in (("edit_mask", edit_mask), ("source_mask", source_mask)):
+            check_float_array(name, m, ndim=3)
+            if m.shape != (b, h, w):
+                raise ValueError(f"`{name}` must have shape {(b, h, w)}, got {tuple(m.shape)}.")
+        check_float_array("image", image, ndim=4)
+        if image.shape[:3] != (b, h, w):
+            raise ValueError(f"`image` must have shape {(b, h, w)} + (C,), got {tuple(image.shape)}.")
+        if source_flow is None:
+            source_flow = jnp.zeros_like(pseudo_flow)
+        elif source_flow.shape != pseudo_flow.shape:
+            raise ValueError(f"`source_flow` must have shape {tuple(pseudo_flow.shape)}, got {tuple(source_flow.shape)}.")
+        c = self.channels
+        x = jnp.concatenate([pseudo_flow / self.flow_scale, source_flow / self.flow_scale, edit_mask[..., None],
+                             source_mask[..., None], 2.0 * image - 1.0], -1)
+        h1 = nn.silu(nn.Conv(c, (3, 3))(x))
+        h1 = nn.silu(nn.Conv(c, (3, 3))(h1))
+        d = nn.avg_pool(h1, (2, 2), (2, 2), padding="SAME")
+        h2 = nn.silu(nn.Conv(2 * c, (3, 3))(d))
+        h2 = nn.silu(nn.Conv(2 * c, (3, 3))(h2))
+        up = jax.image.resize(h2, (b, h, w, 2 * c), "nearest")
+        y = nn.silu(nn.Conv(c, (3, 3))(jnp.concatenate([h1, up], -1)))
+        delta = nn.Conv(2, (3, 3), kernel_init=nn.initializers.zeros, bias_init=nn.initializers.zeros,
+                        name="delta")(y)
+        region = calibration_region(edit_mask, source_mask, dilation=self.dilation)
+        return pseudo_flow + region[..., None] * (self.flow_scale * delta).astype(pseudo_flow.dtype)
+
+
+def flow_calibration_loss(calib_fn: Callable[..., Array], key: Any, batch: dict, *, dilation: int = 5) -> tuple[Array, dict]:
+    """SCFC regression (spec §3.3, derived): ``L = sum_p r(p) |F_tilde(p) - F_true(p)|_1 / sum_p r(p)``.
+
+    ``F_tilde = calib_fn(pseudo_flow, edit_mask, image, source_mask[, source_flow])``; ``r =
+    calibration_region(edit_mask, source_mask)`` (the dilated ``M_hat ∪ M``); ``|.|_1`` sums the two flow
+    components. ``batch``: dict with ``pseudo_flow``, ``target_flow`` (B, H, W, 2), ``edit_mask``,
+    ``source_mask`` (B, H, W), ``image`` (B, H, W, C), optionally ``source_flow`` (B, H, W, 2; passed on
+    as the fifth argument when present). ``key`` is unused (deterministic), kept for the project's loss signature.
+
+    Returns ``(loss, aux)``; ``aux`` also holds the same L1 of the uncalibrated pseudo flow
+    (``l1_pseudo``) and both mean end-point errors over the region (``epe_calibrated``, ``epe_pseudo``).
+    """
+    del key
+    for k in ("pseudo_flow", "target_flow", "edit_mask", "source_mask", "image"):
+        if k not in batch:
+            raise KeyError(f"`batch` needs the key {k!r}; got {sorted(batch)}.")
+    f_hat, f_true = batch["pseudo_flow"], batch["target_flow"]
+    check_float_array("pseudo_flow", f_hat, ndim=4)
+    if f_true.shape != f_hat.shape:
+        raise ValueError(f"`target_flow` must have shape {tuple(f_hat.shape)}, got {tuple(f_true.shape)}.")
+    r = calibration_region(batch["edit_mask"], batch["source_mask"], dilation=dilation)
+    extra = (batch["source_flow"],) if "source_flow" in batch else ()
+    f_tilde = calib_fn(f_hat, batch["edit_mask"], batch["image"], batch["source_mask"], *extra)
+    n = jnp.maximum(jnp.sum(r), 1.0)
+    l1 = lambda f: jnp.sum(r * jnp.sum(jnp.abs(f - f_true), -1)) / n  # noqa: E731
+    epe = lambda f: jnp.sum(r * jnp.sqrt(jnp.sum((f - f_true) ** 2, -1) + 1e-12)) / n  # noqa: E731
+    loss = l1(f_tilde)
+    f_hat_sg = jax.lax.stop_gradient(f_hat)
+    return loss, {"l1_calibrated": loss, "l1_pseudo": l1(f_hat_sg), "epe_calibrated": epe(f_tilde),
+                  "epe_pseudo": epe(f_hat_sg)}
