@@ -150,6 +150,7 @@ def test_guided_jacobi_equals_guided_sequential(cflow, rule):
     np.testing.assert_allclose(x_tol, x_seq, atol=1e-4, rtol=1e-4)
 
 
+@pytest.mark.slow  # ~20-40 s; runs with -m slow
 def test_top_only_guidance_leaves_shallow_blocks_unconditioned():
     flow = nf.starflow_v(C, S, F, shallow_blocks=2, deep_depth=1, dim=16, heads=2, num_classes=K)
     assert [flow.is_conditional(i) for i in range(3)] == [False, False, True]

@@ -97,6 +97,7 @@ def test_net_shape_errors(toy):
                  toy["pseudo_flow"][:2])
 
 
+@pytest.mark.slow  # ~20-40 s; runs with -m slow
 def test_training_reduces_known_flow_error(toy):
     net = physical.FlowCalibrationNet(channels=8)
     args = (toy["pseudo_flow"], toy["edit_mask"], toy["image"], toy["source_mask"])

@@ -100,6 +100,7 @@ def test_spatial_rescaler_shapes_and_constant_map():
         r.apply(params, one_hot_map(jnp.zeros((1, 6, 6), jnp.int32), 5))
 
 
+@pytest.mark.slow  # ~20-40 s; runs with -m slow
 def test_dit_feature_hook_layer_and_gradient_isolation():
     net = DiT(patch_size=2, dim=8, depth=2, heads=2, attention_impl="xla")
     x = jax.random.normal(jax.random.key(11), (2, 4, 4, 1))
