@@ -92,3 +92,18 @@ def test_loss_noise_is_independent_of_data_drawn_with_the_same_seed():
                   key=jax.random.key(5), log_every=1, learning_rate=0.1)
     corrs = np.array([h["corr"] for h in hist])
     assert np.all(np.abs(corrs) < 0.2), corrs  # independent draws: |corr| ~ 1/sqrt(512) = 0.044
+
+
+def test_convolutional_steps_are_not_scanned_on_cpu():
+    """XLA:CPU runs a conv net's train step ~30x slower inside lax.scan (measured), so fit's default keeps
+    one step per dispatch for steps with convolutions; MLP steps keep the scan."""
+    from flowjax import experiment, losses
+    from flowjax.nets import MLP, UNet, init_params
+    from flowjax.train.fit import scan_is_slow_for
+
+    opt = optax.adam(1e-3)
+    for net, shape, expected in [(UNet(channels=8), (4, 8, 8, 1), True), (MLP(hidden=8, depth=1), (4, 2), False)]:
+        params = init_params(net, jax.random.key(0), jnp.zeros(shape)[:2])
+        loss = lambda p, k, b, net=net: losses.cfm(experiment.bind(net, p), k, b)
+        state = create_train_state(params, opt, jax.random.key(0))
+        assert scan_is_slow_for(make_train_step(loss, opt), state, jax.ShapeDtypeStruct(shape, jnp.float32)) is expected
