@@ -144,7 +144,7 @@ def model_table(cfg) -> dict[str, tuple[Callable, dict, bool]]:
 
 def run_toy_benchmark(cfg, out_dir, models: tuple[str, ...]) -> tuple[dict, dict, list]:
     """Train ``models`` on each of ``cfg.datasets``; return (metrics, histories, plots)."""
-    net = make_u_net(cfg.hidden, cfg.depth, cfg.time_dim, time_scale=cfg.get("time_scale", 1000.0))
+    net = make_u_net(cfg.hidden, cfg.depth, cfg.time_dim, time_scale=cfg.get("time_scale", 1.0))
     table = model_table(cfg)
     metrics: dict[str, float] = {}
     histories: dict[str, list] = {}
@@ -182,7 +182,7 @@ def run_toy_benchmark(cfg, out_dir, models: tuple[str, ...]) -> tuple[dict, dict
 
 def time_losses(cfg, names: tuple[str, ...]) -> dict[str, float]:
     """Steady-state seconds per training step (value and gradient) of each loss, same net and batch."""
-    net = make_u_net(cfg.hidden, cfg.depth, cfg.time_dim, time_scale=cfg.get("time_scale", 1000.0))
+    net = make_u_net(cfg.hidden, cfg.depth, cfg.time_dim, time_scale=cfg.get("time_scale", 1.0))
     params = init_params(net, jax.random.key(0), jnp.zeros((2, 2), jnp.float32))
     batch = sample_toy2d(cfg.datasets[0], jax.random.key(1), cfg.batch_size)
     table = model_table(cfg)
