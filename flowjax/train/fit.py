@@ -155,7 +155,8 @@ def fit(
             step_fn = _step_for.__wrapped__(loss_fn, optimizer, ema_decay, nonfinite)
     if state is None:
         state = create_train_state(params, optimizer, key)
-    if auto_dispatch and steps_per_dispatch > 1 and callable(batch_fn) and not _is_iterator_source(batch_fn):
+    scan_could_be_slow = jax.default_backend() == "cpu" and callable(batch_fn) and not _is_iterator_source(batch_fn)
+    if auto_dispatch and steps_per_dispatch > 1 and scan_could_be_slow:
         try:
             example = jax.eval_shape(batch_fn, jnp.asarray(0, jnp.int32)) if is_traceable_batch_fn(batch_fn) else batch_fn(0)
         except Exception:  # noqa: BLE001 - the Trainer reports a broken batch_fn with its own message
