@@ -24,6 +24,7 @@ import optax
 
 from experiments.rectok.config import CLAIM
 from flowjax import experiment, losses, metrics, samplers
+from flowjax import nets
 from flowjax.data import load_digits_arrays
 from flowjax.losses.rectok import rectok_loss
 from flowjax.nets import MLP, init_params
@@ -83,7 +84,7 @@ def train_tokenizer(variant, c, cfg, train_x, teacher, seed):
     net = Tokenizer(tokens=t.tokens, channels=c, hidden=t.hidden, feat_dim=teacher.shape[-1])
     x_all = jnp.asarray(train_x)
     f_all = jnp.broadcast_to(jnp.asarray(teacher)[:, None, :], (teacher.shape[0], t.tokens, teacher.shape[-1]))
-    params = net.init(jax.random.key(seed), x_all[:2])
+    params = nets.init_variables(net, jax.random.key(seed), x_all[:2])
     shift = math.sqrt(t.tokens * c / t.shift_base)  # spec section 5: s = sqrt(4 c / 8) (derived base 8)
     opts = dict(VARIANTS[variant])
     sem_weight = opts.pop("sem_weight", t.sem_weight)

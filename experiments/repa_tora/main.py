@@ -11,6 +11,7 @@ import numpy as np
 
 from experiments.repa_tora.config import CLAIM
 from flowjax import experiment, losses, metrics, samplers
+from flowjax import nets
 from flowjax.data import load_digits_arrays
 from flowjax.nets import timestep_embedding
 from flowjax.train import fit, make_optimizer
@@ -44,7 +45,7 @@ def run_one(mode: str, cfg, data, teacher, test_x, seed: int):
     c, e = cfg.train, cfg.eval
     net = AlignedMLP(**cfg.student)
     x_all, y_all = jnp.asarray(data), jnp.asarray(teacher)
-    params = net.init(jax.random.key(seed), x_all[:2], jnp.zeros((2,)))
+    params = nets.init_variables(net, jax.random.key(seed), x_all[:2], jnp.zeros((2,)))
     weight = 0.0 if mode == "none" else c.weight
     alignment = "cosine" if mode == "cosine" else "cka"
 

@@ -12,6 +12,7 @@ import numpy as np
 
 from experiments.reynoldsflow.config import CLAIM
 from flowjax import experiment, physical
+from flowjax import nets
 from flowjax.train import fit
 
 INPUTS = ("A_raw", "B_hsv_vo", "C_hsv_vr", "D_reynoldsflow_plus")
@@ -116,7 +117,7 @@ def run(cfg, out_dir: Path) -> dict:
         n = xs.shape[0]
         f1s = []
         for seed in cfg.seeds:
-            params = net.init(jax.random.key(seed), xs[:1])
+            params = nets.init_variables(net, jax.random.key(seed), xs[:1])
 
             def batch_fn(step, xs=xs, ys=ys, seed=seed):
                 idx = jax.random.randint(jax.random.fold_in(jax.random.key(1000 + seed), step), (cfg.batch_size,), 0, n)

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 
 from experiments.scoop.config import CLAIM
 from flowjax import experiment, metrics_3d
+from flowjax import nets
 from flowjax.data import make_batch_fn
 from flowjax.data.sceneflow import make_scene_flow_dataset
 from flowjax.structured import sceneflow as sf
@@ -21,7 +22,7 @@ def run(cfg, out_dir: Path) -> dict:
     f32 = lambda a: jnp.asarray(a, jnp.float32)
     data = {"x": f32(train.source), "c": f32(train.target)}
     net = sf.SetConvFeatures(widths=tuple(cfg.widths), k=cfg.k, convs=cfg.convs)
-    params = net.init(jax.random.key(cfg.seed), data["x"][:1])
+    params = nets.init_variables(net, jax.random.key(cfg.seed), data["x"][:1])
     corr = dict(num_iters=cfg.sinkhorn_iters, k_corr=cfg.k_corr)
 
     def loss(fn, key, x1, c):

@@ -24,6 +24,7 @@ import optax
 
 from experiments.visual_bridge.config import CLAIM
 from flowjax import experiment
+from flowjax import nets
 from flowjax.data import load_digits_arrays
 from flowjax.losses.visual_bridge import bridge_predict, visual_bridge
 from flowjax.nets.visual_bridge import BridgeMixer
@@ -150,7 +151,7 @@ def train(net, kind, x0, x1, task, steps, cfg, seed):
         _TRAINERS[key_net] = chunk
     chunk = _TRAINERS[key_net]
     xa, xb, tk = jnp.asarray(x0), jnp.asarray(x1), jnp.asarray(task, jnp.int32)
-    params = net.init(jax.random.key(seed), xa[:2], jnp.zeros((2,)), c=tk[:2])
+    params = nets.init_variables(net, jax.random.key(seed), xa[:2], jnp.zeros((2,)), c=tk[:2])
     s = opt.init(params)
     hist = []
     key = jax.random.key(seed + 1000)

@@ -11,6 +11,7 @@ from flowjax.nets.embeddings import pair_time_embedding
 from flowjax.nets.embeddings import sincos_embedding_1d
 from flowjax.nets.embeddings import sincos_embedding_2d
 from flowjax.nets.embeddings import timestep_embedding
+from flowjax.nets.init import init_variables
 from flowjax.nets.mlp import MLP
 from flowjax.nets.mlp import TimeEmbedding
 from flowjax.nets.mlp import count_params

@@ -24,6 +24,7 @@ from flax import traverse_util
 from jaxtyping import Array
 
 from flowjax._checks import check_float_array, check_positive_int
+from flowjax.nets.init import init_variables
 
 
 class ConvAutoencoder(nn.Module):
@@ -168,7 +169,7 @@ def train_autoencoder(
     check_positive_int("steps", steps)
     x = jnp.asarray(images, jnp.float32)
     module = ConvAutoencoder(image_shape=tuple(int(s) for s in x.shape[1:]), latent_dim=latent_dim, channels=channels)
-    params = module.init(jax.random.key(seed), x[:2])
+    params = init_variables(module, jax.random.key(seed), x[:2])
     opt = optax.adam(learning_rate)
     opt_state = opt.init(params)
 

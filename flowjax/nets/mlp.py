@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from flowjax.nets.embeddings import TIME_SCALE, pair_time_embedding, timestep_embedding
+from flowjax.nets.init import init_variables
 
 
 def drop_labels(key: Array, labels: Array, p: float, null_label: int) -> Array:
@@ -118,7 +119,7 @@ def init_params(module: nn.Module, key: Array, x_example: Array, *, c: Array | N
     t = jnp.zeros((n,), x_example.dtype)
     times = (t, t) if getattr(module, "two_times", False) else (t,)
     kwargs = {} if c is None else {"c": c}
-    return module.init(key, x_example, *times, **kwargs)
+    return init_variables(module, key, x_example, *times, **kwargs)
 
 
 def count_params(params: Any) -> int:

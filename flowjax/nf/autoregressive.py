@@ -99,6 +99,7 @@ from jaxtyping import Array, Float
 
 from flowjax import _checks
 from flowjax.nets.causal_transformer import CausalTransformer, init_kv_cache
+from flowjax.nets.init import init_variables
 
 __all__ = [
     "INV_SOFTPLUS_1",
@@ -238,7 +239,7 @@ def init_flow(flow: ARFlow, key: Array) -> list[dict]:
         length = flow.tokens_per_frame if flow.blocks[i].scope == "frame" else flow.num_tokens
         x = jnp.zeros((1, length, flow.channels), jnp.float32)
         params.append({"sos": 0.02 * jax.random.normal(k_sos, (flow.channels,), jnp.float32),
-                       "net": nn.meta.unbox(flow.net(i).init(k_net, x))})
+                       "net": nn.meta.unbox(init_variables(flow.net(i), k_net, x))})
     return params
 
 
