@@ -13,6 +13,11 @@ other keys than the test clips, all four shapes incl. ellipse -> ellipse; inputs
 propagated and the true edited mask, target the exact edited flow), then applied inside the IMP loop
 (``F_tilde_i = R(F_hat_i, M_hat_i, I_hat_1, M_i)``, ``M_hat_{i+1} = splat(M_hat_i, F_tilde_i)``). Its metrics are
 reported, not checked (the spec gives no SCFC criterion).
+
+``cfg.reanchor`` (default True; ours, from the spec's §7 "Accumulated drift" pitfall, not the paper): runs (b) and
+(e) re-anchor each propagated edited mask to the source centroid trajectory plus the frame-1 offset
+(:func:`flowjax.physical.reanchor_mask`); ``--set reanchor=False`` reproduces the plain splat propagation. Run (c)
+keeps the spec's plain ``splat(M_hat, F)`` mask.
 """
 
 from __future__ import annotations
@@ -91,19 +96,13 @@ def iou(a, b):
     return float(jnp.sum(a & b) / jnp.maximum(jnp.sum(a | b), 1))
 
 
-def imp_pseudo_flows(src_masks, src_flows, edit_mask0, calibrate=None):
+def imp_pseudo_flows(src_masks, src_flows, edit_mask0, calibrate=None, *, reanchor=True):
     """Iterative Motion Propagation (spec §3.2, derived): F_hat_i = pseudo_flow(F_i, M_i, M_hat_i),
-    M_hat_{i+1} = splat(M_hat_i, F_hat_i). With ``calibrate(F_hat, M_hat, M, F) -> F_tilde`` (SCFC, §3.3) the
-    calibrated flow replaces F_hat (and drives the mask splat). Returns (flows (N-1, H, W, 2), masks (N, H, W))."""
-    m_hat, flows, masks = edit_mask0, [], [edit_mask0]
-    for i in range(src_flows.shape[0]):
-        f_hat = physical.pseudo_flow(src_flows[i], src_masks[i], m_hat)
-        if calibrate is not None:
-            f_hat = calibrate(f_hat, m_hat, src_masks[i], src_flows[i])
-        m_hat = physical.splat_mask(m_hat, f_hat)
-        flows.append(f_hat)
-        masks.append(m_hat)
-    return jnp.stack(flows), jnp.stack(masks)
+    M_hat_{i+1} = splat(M_hat_i, F_hat_i), via :func:`flowjax.physical.imp_propagate`. With ``calibrate(F_hat, M_hat,
+    M, F) -> F_tilde`` (SCFC, §3.3) the calibrated flow replaces F_hat (and drives the mask splat). ``reanchor``
+    (ours, spec §7 drift pitfall): translate each propagated mask so that its centroid follows the source centroid
+    trajectory plus the frame-1 offset. Returns (flows (N-1, H, W, 2), masks (N, H, W))."""
+    return physical.imp_propagate(src_masks, src_flows, edit_mask0, reanchor=reanchor, calibrate=calibrate)
 
 
 def generate(v_fn, first, flows, masks, *, use_flow, key, euler_steps):
@@ -132,7 +131,7 @@ def calibration_pool(cfg):
         src, edt = jax.jit(jax.vmap(partial(D.edit_pair, kind=kind, num_frames=n, size=size)))(keys)
         s_masks, s_fw = src[1], src[2]
         e_frames, e_masks, e_fw = edt[0], edt[1], edt[2]
-        p_flows, p_masks = jax.jit(jax.vmap(imp_pseudo_flows))(s_masks, s_fw, e_masks[:, 0])
+        p_flows, p_masks = jax.jit(jax.vmap(partial(imp_pseudo_flows, reanchor=cfg.reanchor)))(s_masks, s_fw, e_masks[:, 0])
         tf_flows = jax.jit(jax.vmap(jax.vmap(physical.pseudo_flow)))(s_fw, s_masks[:, :-1], e_masks[:, :-1])
         img = jnp.broadcast_to(e_frames[:, :1], (count, n - 1) + e_frames.shape[2:])
         for flows, masks in ((p_flows, p_masks[:, :-1]), (tf_flows, e_masks[:, :-1])):
@@ -186,7 +185,7 @@ def run(cfg, out_dir: Path) -> dict:
     stack = lambda lst, k: jnp.stack([x[k] for x in lst])
     s_frames, s_masks, s_fw = stack(src, 0), stack(src, 1), stack(src, 2)
     e_frames, e_masks, e_fw, e_bw = stack(edt, 0), stack(edt, 1), stack(edt, 2), stack(edt, 3)
-    imp = [imp_pseudo_flows(s_masks[b], s_fw[b], e_masks[b, 0]) for b in range(s_frames.shape[0])]
+    imp = [imp_pseudo_flows(s_masks[b], s_fw[b], e_masks[b, 0], reanchor=cfg.reanchor) for b in range(s_frames.shape[0])]
     p_flows, p_masks = jnp.stack([x[0] for x in imp]), jnp.stack([x[1] for x in imp])
     c_masks = [e_masks[:, 0]]  # mask control: the edited mask splatted by the SOURCE flow
     for i in range(cfg.num_frames - 1):
@@ -204,7 +203,8 @@ def run(cfg, out_dir: Path) -> dict:
         cnet, cparams, hists["calibration"], pool_size = train_calibration(cfg)
         calib = jax.jit(lambda f, m, im, ms, fs: cnet.apply(cparams, f[None], m[None], im[None], ms[None], fs[None])[0])
         cal = [imp_pseudo_flows(s_masks[b], s_fw[b], e_masks[b, 0], calibrate=partial(
-            lambda f, m, ms, fs, im: calib(f, m, im, ms, fs), im=e_frames[b, 0])) for b in range(s_frames.shape[0])]
+            lambda f, m, ms, fs, im: calib(f, m, im, ms, fs), im=e_frames[b, 0]), reanchor=cfg.reanchor)
+               for b in range(s_frames.shape[0])]
         cal_flows, cal_masks = jnp.stack([x[0] for x in cal]), jnp.stack([x[1] for x in cal])
         settings[CALIBRATED_RUN] = (models["flow"], True, cal_flows, zeros_m)
         runs = RUNS + (CALIBRATED_RUN,)
@@ -266,7 +266,8 @@ def run(cfg, out_dir: Path) -> dict:
         "plots": plots,
         "notes": (f"{len(EDIT_SHAPES) * cfg.test_clips_per_shape} edited clips ({', '.join(EDIT_SHAPES)}), generators "
                   f"trained {cfg.steps} steps at batch {cfg.batch_size}, {cfg.channels} channels; E_warp (not x1e3) uses "
-                  f"the exact flow of the edited target with occlusion mask; "
+                  f"the exact flow of the edited target with occlusion mask; IMP mask re-anchoring "
+                  f"{'on' if cfg.reanchor else 'off'} (ours, spec §7 drift pitfall); "
                   + (f"run (e) adds SCFC (derived calibration U-Net, {cfg.calib_channels} channels, {cfg.calib_steps} steps "
                      f"on {cfg.calib_clips} self-supervised edit clips; report only, no pass criterion). "
                      if cfg.calibration else "SCFC not used (IMP only). ") + f"Checks: {checks}."),
