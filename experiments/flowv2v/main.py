@@ -32,7 +32,7 @@ import numpy as np
 
 from experiments.flowv2v import data as D
 from experiments.flowv2v.config import CLAIM
-from flowjax import experiment, keystreams, losses, physical, samplers
+from flowjax import experiment, keystreams, losses, nets, physical, samplers
 from flowjax.train import fit
 
 EDIT_SHAPES = ("rect", "triangle", "star")
@@ -145,7 +145,7 @@ def train_calibration(cfg):
     """Train the SCFC network on :func:`calibration_pool`; returns (net, params, history)."""
     pool = calibration_pool(cfg)
     cnet = physical.FlowCalibrationNet(channels=cfg.calib_channels)
-    params = cnet.init(jax.random.key(cfg.seed + 3),
+    params = nets.init_variables(cnet, jax.random.key(cfg.seed + 3),
                        *(pool[k][:1] for k in ("pseudo_flow", "edit_mask", "image", "source_mask", "source_flow")))
     size = pool["pseudo_flow"].shape[0]
 
@@ -168,7 +168,7 @@ def run(cfg, out_dir: Path) -> dict:
     for name, use_flow in (("flow", True), ("mask", False)):
         batch_fn = make_batch_fn(cfg, use_flow=use_flow, seed=cfg.seed)
         b0 = batch_fn(0)
-        params = net.init(jax.random.key(cfg.seed), b0["x"][:1], jnp.zeros((1,)), b0["c"][:1])
+        params = nets.init_variables(net, jax.random.key(cfg.seed), b0["x"][:1], jnp.zeros((1,)), b0["c"][:1])
         params, hist = experiment.train_net(net, losses.cfm, params, batch_fn=batch_fn, steps=cfg.steps, seed=cfg.seed,
                                             learning_rate=cfg.learning_rate, ema_decay=None)
         models[name] = lambda x, t, c, p=params: net.apply(p, x, t, c)
