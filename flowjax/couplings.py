@@ -355,7 +355,7 @@ def entropic_plan(
     a: Array | None = None,
     b: Array | None = None,
     max_iterations: int = 5000,
-    threshold: float = 1e-9,
+    threshold: float | None = None,
 ) -> Array:
     """Entropic OT plan with ABSOLUTE regularisation ``reg`` on the squared-Euclidean cost.
 
@@ -363,6 +363,11 @@ def entropic_plan(
     (columns, x1), uniform by default, solved by log-domain Sinkhorn (ott-jax). This is torchcfm's
     ``OTPlanSampler(method="sinkhorn", reg=...)`` and, with ``reg = 2 sigma^2``, the Schrodinger
     bridge plan of SB-CFM (Tong et al. 2302.00482). Rows ``(n0,)`` and columns ``(n1,)`` may differ.
+
+    ``threshold`` is ott's stopping tolerance on the L1 marginal error; by default 1e-6 in float32
+    and 1e-9 in float64. (A float32 solve levels off near 1e-7, so the former default of 1e-9 was
+    never met and every call ran all ``max_iterations``: 5000 iterations, 2.8 s at n = 256, where
+    10 iterations reach the same plan to 5e-7 relative; SB-CFM's training step took 12 s.)
     """
     if not reg > 0:
         raise ValueError(f"`reg` must be positive, got {reg}.")
@@ -373,6 +378,8 @@ def entropic_plan(
         cost = cost + _LARGE_COST * (labels[:, None] != labels[None, :])
     from ott.geometry import geometry
 
+    if threshold is None:
+        threshold = 1e-9 if cost.dtype == jnp.float64 else 1e-6
     geom = geometry.Geometry(cost_matrix=cost, epsilon=reg)
     with jax.numpy_rank_promotion("allow"):  # ott-jax relies on implicit rank promotion internally
         out = ott_linear.solve(geom, a=a, b=b, max_iterations=max_iterations, threshold=threshold)
@@ -384,13 +391,20 @@ def sample_plan(key: Array, plan: Array, num: int, *, replace: bool = True) -> t
 
     torchcfm's ``OTPlanSampler.sample_map``: with replacement pairs may repeat or be dropped (unbiased
     but noisier); ``replace=False`` draws distinct cells (Gumbel top-k).
+
+    With replacement the draw is two-stage and exact: the row ``i0`` from the row marginal, then
+    ``i1`` from that row's conditional. That costs ``num * (n0 + n1)`` Gumbel draws rather than
+    ``num * n0 * n1`` for one categorical over the flattened plan (2 s per call at n = 256).
     """
-    flat = jnp.log(jnp.maximum(plan.reshape(-1), 0.0) / jnp.sum(plan))
+    logp = jnp.log(jnp.maximum(plan, 0.0))
     if replace:
-        idx = jax.random.categorical(key, flat, shape=(num,))
-    else:
-        g = flat + jax.random.gumbel(key, flat.shape, flat.dtype)
-        idx = jax.lax.top_k(g, num)[1]
+        k_row, k_col = jax.random.split(key)
+        i0 = jax.random.categorical(k_row, jax.nn.logsumexp(logp, axis=1), shape=(num,))
+        i1 = jax.random.categorical(k_col, logp[i0], axis=-1)
+        return i0, i1
+    flat = (logp - jnp.log(jnp.sum(plan))).reshape(-1)
+    g = flat + jax.random.gumbel(key, flat.shape, flat.dtype)
+    idx = jax.lax.top_k(g, num)[1]
     return idx // plan.shape[1], idx % plan.shape[1]
 
 

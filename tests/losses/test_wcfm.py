@@ -205,3 +205,28 @@ def test_shard_local_pairs_within_each_shard():
     sharding = jax.sharding.NamedSharding(jax.make_mesh((8,), ("data",), axis_types=(jax.sharding.AxisType.Auto,)), jax.sharding.PartitionSpec("data"))
     s0, _ = jax.jit(couplings.shard_local(couplings.ot_exact(), 8))(jax.random.key(0), jax.device_put(x0, sharding), jax.device_put(x1, sharding))
     np.testing.assert_array_equal(np.asarray(s0), i0)
+
+
+def test_sample_plan_rectangular_unnormalised_with_zero_cells_chi_square():
+    # Two-stage sampling (row marginal, then the row's conditional) must follow plan / sum(plan).
+    plan = jnp.array([[0.6, 0.0, 0.2, 0.2], [0.0, 0.0, 1.0, 0.0], [0.4, 0.8, 0.0, 0.8]])
+    n = 40000
+    i0, i1 = couplings.sample_plan(jax.random.key(3), plan, n)
+    counts = np.zeros(plan.shape)
+    np.add.at(counts, (np.asarray(i0), np.asarray(i1)), 1)
+    p = np.asarray(plan) / float(np.sum(plan))
+    assert np.all(counts[p == 0] == 0)
+    nz = p > 0
+    chi2 = np.sum((counts[nz] - p[nz] * n) ** 2 / (p[nz] * n))
+    assert chi2 < 24.32  # chi^2_7 at p = 0.001
+
+
+def test_entropic_plan_default_threshold_matches_a_full_length_solve():
+    # The float32 default stops once the marginals are met (~1e-7); the plan must equal the one from
+    # a solve that runs all iterations (threshold 1e-9 is never reached in float32).
+    x0 = jax.random.normal(jax.random.key(21), (64, 2))
+    x1 = jax.random.normal(jax.random.key(22), (64, 2)) * 2.0 + 3.0
+    fast = np.asarray(couplings.entropic_plan(x0, x1, reg=8.0))
+    full = np.asarray(couplings.entropic_plan(x0, x1, reg=8.0, threshold=1e-9, max_iterations=500))
+    np.testing.assert_allclose(fast, full, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(fast.sum(1), 1 / 64, atol=1e-6)
