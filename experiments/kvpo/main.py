@@ -171,17 +171,11 @@ def make_replay(cfg, predict, commit):
     return replay
 
 
-# ------------------------------------------------------------------------------------------------------ run
-def run(cfg, out_dir: Path) -> dict:
-    net, prefill, predict, commit = make_model(cfg)
-    generate, eps0 = make_generate(cfg, prefill, predict, commit)
-    replay = make_replay(cfg, predict, commit)
-    nb, P, G, B, pre = cfg.num_blocks, cfg.window, cfg.branches, cfg.prefixes_per_update, cfg.prefix_blocks
-    ns = cfg.subset
+def make_pretrain(cfg, prefill, predict):
+    """Jitted FM pretraining ``(params, key) -> (params, losses)``: teacher forcing, the clean history in the cache
+    and the noisy block ``b`` queried at position ``b`` under the default routing (Adam, ``cfg.pretrain_lr``)."""
+    nb = cfg.num_blocks
     opt = optax.adam(cfg.pretrain_lr)
-    # RL optimiser (spec §3.5: AdamW, wd 0.01, constant LR with 5 warm-up steps, grad clip 1.0); same for both methods
-    sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, 5), optax.constant_schedule(cfg.lr)], [5])
-    opt_rl = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
 
     def pre_step(carry, k):
         prm, st = carry
@@ -204,6 +198,22 @@ def run(cfg, out_dir: Path) -> dict:
     def pretrain(params, key):
         (p, _), losses = jax.lax.scan(pre_step, (params, opt.init(params)), jax.random.split(key, cfg.pretrain_steps))
         return p, losses
+
+    return pretrain
+
+
+# ------------------------------------------------------------------------------------------------------ run
+def run(cfg, out_dir: Path) -> dict:
+    net, prefill, predict, commit = make_model(cfg)
+    generate, eps0 = make_generate(cfg, prefill, predict, commit)
+    replay = make_replay(cfg, predict, commit)
+    nb, P, G, B, pre = cfg.num_blocks, cfg.window, cfg.branches, cfg.prefixes_per_update, cfg.prefix_blocks
+    ns = cfg.subset
+    # RL optimiser (spec §3.5: AdamW, wd 0.01, constant LR with 5 warm-up steps, grad clip 1.0); same for both methods
+    sched = optax.join_schedules([optax.linear_schedule(0.0, cfg.lr, 5), optax.constant_schedule(cfg.lr)], [5])
+    opt_rl = optax.chain(optax.clip_by_global_norm(cfg.grad_clip), optax.adamw(sched, weight_decay=cfg.weight_decay))
+
+    pretrain = make_pretrain(cfg, prefill, predict)
 
     @jax.jit
     def evaluate(prm, h_eval, nz_eval):

@@ -64,3 +64,28 @@ def test_routing_rows():
     np.testing.assert_array_equal(row, [[-1, -1, -1, -1, 0], [0, -1, -1, -1, 1], [0, -1, -1, 1, 2], [0, -1, 1, 2, 3], [0, 1, 2, 3, 4]])
     r = np.asarray(kv.routed_row(jnp.array([[2, 3, 5]]), 9))
     np.testing.assert_array_equal(r, [[0, 2, 3, 5, 9]])
+
+
+def test_diagnostic_streamer_reproduces_the_experiment_generator():
+    """experiments/kvpo/diagnose_manifold.py (issue #9) must measure the experiment's own routed branches: its
+    per-block-row streamer with the spec rows (m = 0, [sink, S_g, b] in the window) equals ``make_generate``."""
+    from experiments.kvpo import diagnose_manifold as dm
+
+    cfg, params, _, (h, _, _, _), bstar = _setup()
+    net, prefill, predict, commit = kv.make_model(cfg)
+    stream = dm.make_stream(cfg, prefill, predict, commit)
+    g = h.shape[0] - 1
+    plan = np.asarray(align.dispersed_routing_plan(jax.random.key(4), jnp.arange(1, bstar - 3), g, cfg.subset))
+    subsets = np.concatenate([np.zeros((1, cfg.subset), np.int32), plan], 0)
+    mask = np.repeat((np.arange(g + 1) > 0)[:, None], cfg.window, 1)
+    rows = dm.routed_rows(np.full(g + 1, bstar), subsets, 0, mask, cfg.window, cfg.num_blocks)
+    # the routed rows hold the sink, 3 blocks of the pool 1 .. b* - 4 and the block itself, nothing recent
+    win = rows[1:, bstar:bstar + cfg.window]
+    assert (win[..., 0] == 0).all() and (win[..., 1:4] >= 1).all() and (win[..., 1:4] <= bstar - 4).all()
+    h0 = jnp.repeat(kv.sample_sequences(jax.random.key(2), 1, cfg), g + 1, 0)
+    noises = jnp.repeat(jax.random.normal(jax.random.key(3), (1, cfg.num_blocks, 2, 2)), g + 1, 0)
+    h2 = stream(params, h0, noises, jnp.asarray(rows, jnp.int32))
+    np.testing.assert_array_equal(np.asarray(h2), np.asarray(h))
+    # lag 0 is the default context
+    np.testing.assert_array_equal(dm.lag_rows(np.array([bstar]), 0, cfg.window, cfg.num_blocks),
+                                  dm.default_rows(1, cfg.num_blocks))
