@@ -4,6 +4,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import pytest
 
 from experiments.kvpo import main as kv
 from flowjax import align
@@ -66,6 +67,7 @@ def test_routing_rows():
     np.testing.assert_array_equal(r, [[0, 2, 3, 5, 9]])
 
 
+@pytest.mark.slow  # checks a diagnostic script, not the library; its setup trains a model
 def test_diagnostic_streamer_reproduces_the_experiment_generator():
     """experiments/kvpo/diagnose_manifold.py (issue #9) must measure the experiment's own routed branches: its
     per-block-row streamer with the spec rows (m = 0, [sink, S_g, b] in the window) equals ``make_generate``."""
