@@ -185,8 +185,8 @@ def run(cfg, out_dir: Path) -> dict:
     stack = lambda lst, k: jnp.stack([x[k] for x in lst])
     s_frames, s_masks, s_fw = stack(src, 0), stack(src, 1), stack(src, 2)
     e_frames, e_masks, e_fw, e_bw = stack(edt, 0), stack(edt, 1), stack(edt, 2), stack(edt, 3)
-    imp = [imp_pseudo_flows(s_masks[b], s_fw[b], e_masks[b, 0], reanchor=cfg.reanchor) for b in range(s_frames.shape[0])]
-    p_flows, p_masks = jnp.stack([x[0] for x in imp]), jnp.stack([x[1] for x in imp])
+    # one jitted program over the clips (op-by-op dispatch of the IMP loop cost minutes of compiles)
+    p_flows, p_masks = jax.jit(jax.vmap(partial(imp_pseudo_flows, reanchor=cfg.reanchor)))(s_masks, s_fw, e_masks[:, 0])
     c_masks = [e_masks[:, 0]]  # mask control: the edited mask splatted by the SOURCE flow
     for i in range(cfg.num_frames - 1):
         c_masks.append(jax.vmap(physical.splat_mask)(c_masks[-1], s_fw[:, i]))
@@ -201,11 +201,11 @@ def run(cfg, out_dir: Path) -> dict:
     runs = RUNS
     if cfg.calibration:  # (e) SCFC inside the IMP loop
         cnet, cparams, hists["calibration"], pool_size = train_calibration(cfg)
-        calib = jax.jit(lambda f, m, im, ms, fs: cnet.apply(cparams, f[None], m[None], im[None], ms[None], fs[None])[0])
-        cal = [imp_pseudo_flows(s_masks[b], s_fw[b], e_masks[b, 0], calibrate=partial(
-            lambda f, m, ms, fs, im: calib(f, m, im, ms, fs), im=e_frames[b, 0]), reanchor=cfg.reanchor)
-               for b in range(s_frames.shape[0])]
-        cal_flows, cal_masks = jnp.stack([x[0] for x in cal]), jnp.stack([x[1] for x in cal])
+        def calibrated_imp(src_m, src_f, edit_m0, image):
+            calib = lambda f, m, ms, fs: cnet.apply(cparams, f[None], m[None], image[None], ms[None], fs[None])[0]  # noqa: E731
+            return imp_pseudo_flows(src_m, src_f, edit_m0, calibrate=calib, reanchor=cfg.reanchor)
+
+        cal_flows, cal_masks = jax.jit(jax.vmap(calibrated_imp))(s_masks, s_fw, e_masks[:, 0], e_frames[:, 0])
         settings[CALIBRATED_RUN] = (models["flow"], True, cal_flows, zeros_m)
         runs = RUNS + (CALIBRATED_RUN,)
     key = jax.random.key(cfg.seed + 777)
