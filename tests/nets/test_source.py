@@ -69,8 +69,9 @@ def test_padding_mask_invariance_and_null_condition():
         np.testing.assert_allclose(np.asarray(mu0[0]), np.asarray(mu[0]), rtol=1e-5, atol=1e-6)
         # a mask of all True equals no mask
         ones = jnp.ones_like(MASK)
+        # (same float32 tolerance as above: the masked and unmasked softmax round differently)
         np.testing.assert_allclose(np.asarray(apply(params, c, ones)[0]), np.asarray(apply(params, c)[0]),
-                                   rtol=1e-6, atol=1e-7)
+                                   rtol=1e-5, atol=1e-6)
     # a fully masked sample ignores its tokens: the same "null condition" output for any tokens
     none = jnp.zeros_like(MASK)
     m1, _ = apply(params, c, none)

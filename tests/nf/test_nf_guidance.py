@@ -141,9 +141,10 @@ def test_guided_jacobi_equals_guided_sequential(cflow, rule):
     flow, params, z, c = cflow
     x_seq, _ = jax.jit(partial(nf.flow_inverse, flow, method="sequential", guidance=2.5, guidance_rule=rule))(params, z, c=c)
     jac = jax.jit(partial(nf.flow_inverse, flow, method="jacobi", chunk_sizes=S, guidance=2.5, guidance_rule=rule))
-    # no early stop, S iterations per S-token chunk: exact (float32 rounding only; guided values reach ~20)
+    # no early stop, S iterations per S-token chunk: exact up to float32 rounding, which scales with the
+    # largest guided value (~20-35 here; w = 2.5 extrapolation amplifies it), not with each element
     x_jac, info = jac(params, z, c=c, tol=0.0, max_iter=S)
-    np.testing.assert_allclose(x_jac, x_seq, atol=2e-5, rtol=2e-5)
+    np.testing.assert_allclose(x_jac, x_seq, atol=1e-5 * float(jnp.max(jnp.abs(x_seq))), rtol=0)
     assert [it.shape for it in info["iterations"]] == [(1,), (1,), (F,)]
     # with the convergence test the guided Jacobi still converges to the guided sequential inverse
     x_tol, info = jac(params, z, c=c, tol=1e-10, max_iter=32)
