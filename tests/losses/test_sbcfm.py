@@ -58,11 +58,12 @@ def test_entropic_plan_matches_gaussian_sb_closed_form_and_sb_marginal_variance(
         mean_sq = float(jnp.sum(plan * ((1 - t) * x0 + t * x1.T) ** 2)) + sigma**2 * t * (1 - t)
         expected = (1 - t) ** 2 * a**2 + t**2 * b**2 + 2 * t * (1 - t) * c_exact + sigma**2 * t * (1 - t)
         np.testing.assert_allclose(mean_sq, expected, rtol=0.02)
-    # the loss's own coupling samples pairs with this covariance: 64 batches of 400 pairs, so the
-    # Monte Carlo standard error is ~1% of C (one batch alone has ~8%, too noisy to test)
-    couple = couplings.ot_entropic(2 * sigma**2)
-    i0, i1 = jax.vmap(lambda k: couple(k, x0, x1))(jax.random.split(jax.random.key(2), 64))
+    # pairs sampled from this plan (ot_entropic = entropic_plan + sample_plan) have this covariance:
+    # 25,600 pairs, so the Monte Carlo standard error is ~1% of C (one batch of 400 has ~8%)
+    i0, i1 = couplings.sample_plan(jax.random.key(2), plan, 64 * n)
     np.testing.assert_allclose(float(jnp.mean(x0[i0, 0] * x1[i1, 0])), c_exact, rtol=0.05)
+    j0, j1 = couplings.ot_entropic(2 * sigma**2)(jax.random.key(2), x0, x1)
+    assert j0.shape == j1.shape == (n,)
 
 
 def test_sbcfm_minimiser_is_marginal_drift_for_independent_gaussians():
