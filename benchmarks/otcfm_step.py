@@ -3,8 +3,8 @@
 - ``flowjax ot_exact(solver=...)``: :func:`flowjax.losses.cfm` with
   :func:`flowjax.couplings.ot_exact`, jitted with the step, for each solver: ``"ott"`` (ott-jax's
   Hungarian solver, compiled into the step), ``"scipy"`` (``scipy.optimize.linear_sum_assignment``
-  through ``jax.pure_callback``; what ``solver="auto"``, the default, picks on CPU) and ``"pot"``
-  (POT's ``ot.emd`` through the same callback; optional dependency, skipped without POT).
+  through ``jax.pure_callback``) and ``"pot"`` (POT's ``ot.emd`` through the same callback; what
+  ``solver="auto"``, the default, picks on CPU, with scipy as its fallback).
 - ``flowjax ot_sinkhorn(0.05)``: entropic OT via ott-jax (not exact; for reference).
 - ``torchcfm exact (POT)``: ``ExactOptimalTransportConditionalFlowMatcher(sigma=0)`` (``ot.emd``
   on the host, then pairs drawn from the plan), same-shape PyTorch network, eager.
@@ -34,8 +34,8 @@ from flowjax.train.state import create_train_state
 NAME = "otcfm_step"
 OURS = {
     "ott": "flowjax ot_exact(solver='ott')",
-    "scipy": "flowjax ot_exact(solver='scipy') [auto on CPU]",
-    "pot": "flowjax ot_exact(solver='pot')",
+    "scipy": "flowjax ot_exact(solver='scipy')",
+    "pot": "flowjax ot_exact(solver='pot') [auto on CPU]",
 }
 DESCRIPTION = "OT-CFM train step, exact minibatch OT, batch 512/2048 (flowjax/ott-jax vs torchcfm/POT)"
 HIDDEN, DEPTH, TIME_DIM, DIM = 256, 3, 64, 2
@@ -129,7 +129,7 @@ def run(ctx: C.Context) -> dict:
         headline[f"target_1.5x_b{max(batches)} (fastest ot_exact solver)"] = best >= 1.5
     return {"name": NAME, "description": DESCRIPTION, "cases": cases, "ratios": rat, "headline": headline,
             "notes": ["data: flowjax.data moons; the coupling solve runs inside every step on both sides",
-                      "ot_exact(solver='auto') is 'scipy' on the CPU backend and 'ott' elsewhere",
+                      "ot_exact(solver='auto') is 'pot' on the CPU backend ('scipy' without POT) and 'ott' elsewhere",
                       "torchcfm calls ot.emd with POT's default 1e5-iteration cap, which stops short of "
                       "optimality at batch 2048 in 64-D (not in this 2-D case); ot_exact(solver='pot') "
                       "raises the cap and falls back to scipy unless POT reports an optimum"]}

@@ -1,11 +1,11 @@
 """conditional-source: a learned condition-dependent Gaussian source (CSFM, 2602.05951), spec §5.
 
 Command:   python -m experiments.run conditional-source --preset cpu
-Hardware:  any CPU. smoke ~20 s; cpu ~4-5 min on 2 free cores (4 runs x 3 seeds x 8k steps of a
+Hardware:  any CPU. smoke ~20 s; cpu ~5 min on 2 cores (4 runs x 3 seeds x 8k steps of a
            128-wide MLP at batch 256, all 12 lanes in one vmapped program; SW2 tracked every 500 steps);
            gpu/tpu: 5 seeds, 20k steps.
-Measured:  on a 2-core machine shared by ~15 jobs (load ~30), with steps=4000: 53 min wall; the
-           idle-machine estimate above is unverified.
+Measured:  the cpu preset (8k steps) in 290 s on 2 cores shared with a pytest run (2026-12-07); with
+           steps=4000 on a machine loaded by ~15 jobs, 53 min.
 Claim:     (Kim et al. 2602.05951; spec conditional-source.md §5) on a class-conditional 8-Gaussian ring,
            a learned per-class source mean with fixed unit std and directional alignment converges at
            least 2x faster (steps to reach the Gaussian-source run's final SW2) and is no worse at NFE 4;

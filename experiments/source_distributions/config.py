@@ -1,11 +1,11 @@
 """source-distributions: norm alignment and directionally-pruned sampling (2512.18184), spec §5 A and B.
 
 Command:   python -m experiments.run source-distributions --preset cpu
-Hardware:  any CPU. smoke ~20 s; cpu ~5-6 min on 2 free cores (A: 7 scenarios x 3 runs x 30k steps of
+Hardware:  any CPU. smoke ~20 s; cpu ~10 min on 2 cores (A: 7 scenarios x 3 runs x 30k steps of
            a 64-wide MLP at batch 10, all lanes vmapped; B: 2 sources x 3 seeds x 8k steps on digits);
            gpu/tpu: the paper's 10 runs x 100k iterations for A, 5 seeds for B.
-Measured:  on a 2-core machine shared by ~15 jobs (load ~30): part A at this preset 56 min wall, part B
-           with b_steps=3000 50 min wall; the idle-machine estimate above is unverified.
+Measured:  the whole cpu preset (A and B) in 592 s on 2 cores shared with a pytest run (2026-12-07);
+           on a machine loaded by ~15 jobs part A alone took 56 min.
 Claim:     (Lee, Kim & Lee 2512.18184; spec source-distributions.md §5) in the paper's 2-D simulation,
            rejecting source directions near a data-sparse principal axis lowers the fraction of
            off-target samples, a tighter density-approximating source hurts (higher normalised W2),

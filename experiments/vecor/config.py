@@ -1,11 +1,11 @@
 """vecor: Velocity Contrastive Regularization (2511.18942), spec vecor.md §5.
 
 Command:   python -m experiments.run vecor --preset cpu
-Hardware:  any CPU. smoke ~20 s; cpu ~4-5 min on 2 free cores (part 1: 3 seeds x 2k steps on a 16-d
+Hardware:  any CPU. smoke ~20 s; cpu ~5 min on 2 cores (part 1: 3 seeds x 2k steps on a 16-d
            analytic GMM flow; part 2: FM vs VeCoR x 3 seeds x 6k steps on digits as 4 channels x 4x4);
            gpu/tpu: 5 seeds, 20k steps on digits.
-Measured:  on a 2-core machine shared by ~15 jobs (load ~30): part 1 at this preset 23 min wall; part 2
-           with steps=1000: 19 min wall; the idle-machine estimate above is unverified.
+Measured:  the whole cpu preset in 285 s on 2 cores shared with a pytest run (2026-12-07); on a
+           machine loaded by ~15 jobs part 1 alone took 23 min.
 Claim:     (Hong et al. 2511.18942; spec vecor.md §5) the VeCoR-trained field is biased in its
            channel-deviation part, and the derived sampling-time correction removes the bias (error to
            the exact FM field at most half the uncorrected one at lambda = 0.3); without it samples
