@@ -1,8 +1,9 @@
 """flowv2v: shape-aligned pseudo flow (IMP) drives a tiny flow-conditioned frame generator through an edit.
 
 Command:   python -m experiments.run flowv2v --preset cpu
-Hardware:  any CPU. smoke ~20 s of compute; cpu ~4-5 min on 2 idle cores (longer on a loaded machine);
-           gpu/tpu presets use the spec's generator size and training length (32 channels, batch 32, 1500 steps).
+Hardware:  any CPU. smoke ~20 s of compute; cpu ~8 min on 2 cores (the spec's generator size and training
+           length: 32 channels, batch 32, 1500 steps; 484 s measured on 2 cores shared with a pytest run);
+           gpu/tpu presets add the SCFC calibration run (e).
 Claim:     (paper 2506.07713: -50.66 % warping error on DAVIS-Edit; shape-aligned flow beats raw source flow and
            optical flow beats depth/shape control.) On synthetic 24x24, 8-frame videos of a moving, rotating,
            squashing ellipse whose first frame is edited into a rectangle / triangle / star, a frame-autoregressive
@@ -12,8 +13,9 @@ Claim:     (paper 2506.07713: -50.66 % warping error on DAVIS-Edit; shape-aligne
 Pass:      (spec §5) E_warp(b) <= 0.6 E_warp(a); PSNR(b) >= PSNR(a) + 1 dB; PSNR(b) >= PSNR(c);
            PSNR(d) - PSNR(b) <= 1.5 dB; mean mask IoU(b) >= 0.8. E_warp uses the exact flow of the edited
            target video with the forward-backward occlusion mask (no RAFT).
-Deviations (ours): cpu preset trains each generator for 600 steps at batch 16 with 24 channels (spec: 1500 steps,
-           batch 32, 32 channels) to fit a loaded 2-core machine. Runs (a)-(d) use no calibration (the spec's
+Deviations (ours): until 2026-12-07 the cpu preset trained each generator for 600 steps at batch 16 with 24
+           channels; that smaller generator missed the PSNR and E_warp criteria (PSNR(b) 18.7 vs PSNR(a) 18.5 dB,
+           E_warp ratio 0.85); at the spec's size they pass (21.2 vs 19.9 dB, 0.59). Runs (a)-(d) use no calibration (the spec's
            "IMP only" ablation); with calibration=True (smoke, gpu, tpu; OFF in cpu, see below) run (e) adds the
            SCFC calibration network (derived, spec §3.3: a zero-initialised residual U-Net trained with the L1 loss on
            self-supervised edit clips) inside the IMP loop; its PSNR / E_warp / IoU / flow EPE are reported, not
@@ -68,7 +70,6 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
         cfg.channels, cfg.steps, cfg.batch_size, cfg.test_clips_per_shape = 8, 20, 8, 1
         cfg.calib_channels, cfg.calib_clips, cfg.calib_steps, cfg.calib_batch = 4, 4, 10, 8
     elif preset == "cpu":
-        cfg.channels, cfg.steps, cfg.batch_size = 24, 600, 16
         cfg.calibration = False  # see "SCFC note" above; set True to add run (e)
     elif preset in ("gpu", "tpu"):
         pass

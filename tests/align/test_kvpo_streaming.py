@@ -1,5 +1,7 @@
 """KVPO streaming generator (CausalTransformer + KV cache + kv_index routing) and TVE replay: spec kvpo.md §6 tests 3, 8."""
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -10,6 +12,7 @@ from experiments.kvpo import main as kv
 from flowjax import align
 
 
+@functools.lru_cache(maxsize=1)  # the three tests share one generated rollout (read-only)
 def _setup():
     cfg = ml_collections.ConfigDict(dict(num_blocks=12, prefix_blocks=7, window=3, subset=3, dim=16, depth=2, heads=2,
                                          step_angle=0.3, noise=0.02, sde_a=0.7))

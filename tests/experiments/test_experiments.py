@@ -2,10 +2,11 @@
 result; the cpu preset checks the paper's claim (slow; a claim that does not reproduce fails here
 and is reported with its numbers in the README table).
 
-Only the foundation experiments' smoke runs belong to the default (CI) run: the other smoke presets
-cost 20-50 s of CPU each, mostly XLA compilation, and together would take the default run on a
-2-core CI machine past its 20-minute budget. All of them run under ``pytest -m slow`` and in the
-paper-set runner (``python -m experiments.paperset``).
+Only ``ot-cfm``'s smoke run belongs to the default (CI) run, as the end-to-end check of the runner: the
+other smoke presets cost 20-50 s of CPU each (``cfm``'s ~40 s: UNet digits, likelihood, SDE), mostly XLA
+compilation, and together would take the default run on a 2-core CI machine past its 20-minute
+budget. All of them run under ``pytest -m slow`` and in the paper-set runner
+(``python -m experiments.paperset``).
 """
 
 import json
@@ -16,7 +17,7 @@ import pytest
 from experiments.run import discover, run_experiment
 
 SLUGS = list(discover())
-FOUNDATION = ("cfm", "ot-cfm")
+DEFAULT_RUN = ("ot-cfm",)
 
 
 def check_result(result: dict, out, slug: str) -> None:
@@ -32,7 +33,7 @@ def check_result(result: dict, out, slug: str) -> None:
 
 
 def _marks(slug):
-    return () if slug in FOUNDATION else (pytest.mark.slow,)
+    return () if slug in DEFAULT_RUN else (pytest.mark.slow,)
 
 
 @pytest.mark.parametrize("slug", [pytest.param(s, marks=_marks(s)) for s in SLUGS])

@@ -102,11 +102,11 @@ def test_gradient_placement():
     net = sf.SetConvFeatures(widths=(8, 16), k=8, convs=1)
     params = net.init(jax.random.key(0), pts)
     tgt = pts + 0.05
-    g = jax.grad(lambda p: sf.scoop_loss(lambda z: net.apply(p, z), None, pts, target=tgt, k_smooth=8, k_corr=8)[0])(params)
+    g = jax.jit(jax.grad(lambda p: sf.scoop_loss(lambda z: net.apply(p, z), None, pts, target=tgt, k_smooth=8, k_corr=8)[0]))(params)
     assert float(jnp.abs(g["params"]["log_eps"])) > 0.0  # epsilon learnable through the kernel
     # test time: refinement does not depend on f0/confidence through gradients
     f0, c = sf.scoop_correspondence(lambda z: net.apply(params, z), pts, tgt, k_corr=8)
-    dj = jax.grad(lambda c_: jnp.sum(sf.refine_flow(f0[0], pts[0], tgt[0], confidence=c_, steps=3)))(c[0])
+    dj = jax.jit(jax.grad(lambda c_: jnp.sum(sf.refine_flow(f0[0], pts[0], tgt[0], confidence=c_, steps=3))))(c[0])
     np.testing.assert_allclose(dj, 0.0)
 
 
