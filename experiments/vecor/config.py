@@ -5,7 +5,11 @@ Hardware:  any CPU. smoke ~20 s; cpu ~5 min on 2 cores (part 1: 3 seeds x 2k ste
            analytic GMM flow; part 2: FM vs VeCoR x 3 seeds x 6k steps on digits as 4 channels x 4x4);
            gpu/tpu: 5 seeds, 20k steps on digits.
 Measured:  the whole cpu preset in 285 s on 2 cores shared with a pytest run (2026-12-07); on a
-           machine loaded by ~15 jobs part 1 alone took 23 min.
+           machine loaded by ~15 jobs part 1 alone took 23 min. Criteria 1-2 pass (corrected field error
+           0.116 vs 0.366 uncorrected); 3 misses: FD at NFE 8 is 7.98 corrected vs FM 8.04, but 7.35 for
+           the UNcorrected sampler (run c, -8.6%), whose inflated channel deviations (energy 11.65 vs
+           11.48) sit closer to the data's 12.73: at toy scale VeCoR's FD gain comes from the bias that
+           the derived correction removes.
 Claim:     (Hong et al. 2511.18942; spec vecor.md §5) the VeCoR-trained field is biased in its
            channel-deviation part, and the derived sampling-time correction removes the bias (error to
            the exact FM field at most half the uncorrected one at lambda = 0.3); without it samples
