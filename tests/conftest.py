@@ -22,7 +22,8 @@ def pytest_configure(config):
     # results. Only the backend's code generation changes (HLO passes and numerics semantics do not).
     # Runs that select slow tests (cpu-preset claims: long training) keep the optimised backend, as
     # does an XLA_FLAGS that already chooses a level. Subprocesses inherit the setting.
-    selects_slow = "slow" in (config.getoption("markexpr", "") or "") and "not slow" not in config.getoption("markexpr")
+    markexpr = config.getoption("markexpr") or ""
+    selects_slow = "slow" in markexpr.replace("not slow", "")
     flags = os.environ.get("XLA_FLAGS", "")
     if not selects_slow and "xla_backend_optimization_level" not in flags:
         os.environ["XLA_FLAGS"] = f"{flags} {FAST_COMPILE_FLAG}".strip()
