@@ -163,7 +163,8 @@ def _sym_max_eig(r, x, t):
     return jnp.max(jnp.linalg.eigvalsh(0.5 * (j + jnp.swapaxes(j, 1, 2))))
 
 
-@pytest.mark.parametrize("kind", ["linear", "icnn"])
+# the linear residual is the simpler construction of the two: slow, to keep the default run short
+@pytest.mark.parametrize("kind", [pytest.param("linear", marks=pytest.mark.slow), "icnn"])
 def test_contraction_by_construction(kind):
     """Spec test 5: sym(J_r) <= -lam I at random x for random psi; trajectories contract at rate lam."""
     lam, d = 0.3, 3
