@@ -24,7 +24,7 @@ depend on ``mu_c`` here. Follow-up at the cpu preset (8k steps, 3 seeds, 2026-12
 | table, init 0.5, ``table_scale=10`` (10x effective lr) | 1.80 | 1667 vs 1667 | 2/4 |
 | ``source_net=perceiver`` | 3.97 (cos 0.9999 to the class mean) | 833 vs 1667 | 4/4 |
 
-So the toy's convergence claim holds only when S_phi carries its mean to the class centre early: a
+So the toy's convergence claim holds only when S_phi carries its mean to the class centre: a
 network's many shared weights move its output far faster under Adam than a table entry moves (about
 lr per step). With the Perceiver, (c) also collapses (std 0.0065, diversity 0.49). Criterion 1 passes
 there at equality (833 = 0.5 x 1667: the threshold is tracked every 500 steps, averaged over seeds).
