@@ -1,8 +1,8 @@
 """flowv2v: shape-aligned pseudo flow (IMP) drives a tiny flow-conditioned frame generator through an edit.
 
 Command:   python -m experiments.run flowv2v --preset cpu
-Hardware:  any CPU. smoke ~20 s of compute; cpu ~8 min on 2 cores (the spec's generator size and training
-           length: 32 channels, batch 32, 1500 steps; 484 s measured on 2 cores shared with a pytest run);
+Hardware:  any CPU. smoke ~20 s of compute; cpu ~4 min on 2 cores (the spec's generator size and training
+           length: 32 channels, batch 32, 1500 steps; 233 s measured on 2 idle cores, 484 s beside a pytest run);
            gpu/tpu presets add the SCFC calibration run (e).
 Claim:     (paper 2506.07713: -50.66 % warping error on DAVIS-Edit; shape-aligned flow beats raw source flow and
            optical flow beats depth/shape control.) On synthetic 24x24, 8-frame videos of a moving, rotating,
