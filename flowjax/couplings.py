@@ -12,20 +12,24 @@ indices, not arrays, keeps labels and any other per-sample data aligned.
 - :func:`ot_sinkhorn`: entropic OT (ott-jax Sinkhorn with regularisation ``epsilon``); pairs are
   either sampled from the plan (``sample=True``, as torchcfm) or taken as the row-wise argmax.
 - :func:`class_conditional`: wraps an OT coupling so that pairs never cross labels.
+- :func:`ot_exact_host` and :func:`ot_paired_batch_fn`: the same exact OT solved on the host in the
+  data pipeline, before the step, so that with :func:`flowjax.data.prefetch` the solves of the next
+  steps overlap the current one (several at once on host threads).
 
-All are jit-compatible. Under data sharding, :func:`per_shard` runs a coupling on each shard
+The couplings are jit-compatible. Under data sharding, :func:`per_shard` runs a coupling on each shard
 independently (pairing within the shard, as every multi-device OT-CFM implementation does).
 """
 
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from collections.abc import Mapping
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array
+from jaxtyping import Array, ArrayLike
 from ott.geometry import pointcloud
 from ott.solvers import linear as ott_linear
 from ott.tools import unreg
@@ -188,6 +192,126 @@ def ot_exact(*, solver: str = "auto") -> Coupling:
         return i0, jnp.arange(x1.shape[0])
 
     return couple
+
+
+HOST_SOLVERS = ("auto", "pot", "scipy")
+
+
+def _host_method(solver: str) -> str:
+    if solver not in HOST_SOLVERS:
+        raise ValueError(f"`solver` must be one of {HOST_SOLVERS}, got {solver!r}.")
+    if solver == "auto":
+        return "pot" if _pot_available() else "scipy"
+    if solver == "pot" and not _pot_available():
+        raise ImportError('solver="pot" needs POT (`pip install pot`); "scipy" needs nothing extra.')
+    return solver
+
+
+def ot_exact_host(x0: ArrayLike, x1: ArrayLike, labels: ArrayLike | None = None, *, solver: str = "auto") -> np.ndarray:
+    """Exact minibatch OT solved on the host, outside any jitted step: ``(x0[i0], x1)`` are the pairs.
+
+    The same assignment problem as :func:`ot_exact` (squared Euclidean cost over flattened features,
+    cross-label pairs forbidden when ``labels`` are given), with the cost built in float64 by NumPy.
+    For pipelines that pair a batch before the step (:func:`ot_paired_batch_fn`).
+
+    Args:
+      x0, x1: ``(n, ...)`` arrays of the same shape, finite.
+      labels: optional integer labels ``(n,)`` of the data (pairs stay within a label).
+      solver: ``"pot"`` (POT's network simplex, falling back to scipy unless POT reports an
+        optimum), ``"scipy"`` (``linear_sum_assignment``) or ``"auto"`` (POT when importable).
+
+    Returns:
+      ``i0``: a NumPy integer permutation of ``0..n-1``.
+    """
+    x0, x1 = np.asarray(x0), np.asarray(x1)
+    if x0.ndim < 1 or x0.shape != x1.shape:
+        raise ValueError(f"x0 and x1 must have the same shape (n, ...) for pairing, got {x0.shape} and {x1.shape}.")
+    method = _host_method(solver)
+    n = x1.shape[0]
+    a, b = x0.reshape(n, -1).astype(np.float64), x1.reshape(n, -1).astype(np.float64)
+    if not (np.all(np.isfinite(a)) and np.all(np.isfinite(b))):
+        raise ValueError("x0 and x1 must be finite for exact OT pairing.")
+    cost = np.maximum(np.sum(a * a, 1)[:, None] + np.sum(b * b, 1)[None, :] - 2.0 * a @ b.T, 0.0)
+    if labels is not None:
+        labels = np.asarray(labels)
+        if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"`labels` must be integers of shape ({n},), got {labels.dtype} {labels.shape}.")
+        cost = cost + _LARGE_COST * (labels[:, None] != labels[None, :])
+    return _host_assign(cost, dtype=np.dtype(np.intp), method=method)
+
+
+def ot_paired_batch_fn(
+    batch_fn: Callable[[int], Any],
+    *,
+    seed: int,
+    solver: str = "auto",
+    labels: str | None = None,
+    source: Callable[[Array, tuple, Any], ArrayLike] | None = None,
+) -> Callable[[int], dict]:
+    """Minibatch OT-CFM pairs made in the data pipeline: ``step -> {"x0": paired source, "x1": data, ...}``.
+
+    The OT-CFM coupling (Tong et al. 2302.00482) depends on the source and data draws only, not on
+    the parameters, so it can be solved before the step instead of inside it (:func:`ot_exact`).
+    With :func:`flowjax.data.prefetch` the solves of the next steps then run on host threads while
+    the current step runs, several at once (POT and scipy release the GIL). Train with
+    ``losses.cfm(v, key, batch["x1"], x0=batch["x0"])`` (independent coupling: the pairs are made).
+
+    The source draw of step ``k`` is ``source(keystreams.source_key(seed, k), shape, dtype)``
+    (default standard Gaussian noise), so the batch is a pure function of the step and a resumed run
+    sees the same pairs. In distribution this is the same training signal as ``ot_exact`` in the
+    step; the draws differ (the step's key is not used).
+
+    Args:
+      batch_fn: ``batch_fn(step)`` returning the data ``x1`` ``(n, ...)``, or a dict with ``"x1"`` and
+        other per-sample entries (kept as they are: the data order is not changed).
+      seed: seed of the source stream.
+      solver: host solver, see :func:`ot_exact_host`.
+      labels: name of a dict entry with integer labels ``(n,)`` to pair within (class-conditional OT).
+      source: ``source(key, shape, dtype) -> x0``; default ``jax.random.normal``.
+
+    Returns:
+      ``paired(step)`` returning a dict with ``"x0"`` (NumPy, paired to ``x1``), ``"x1"`` and the other
+      entries of ``batch_fn``'s dict.
+
+    Example:
+      >>> import numpy as np
+      >>> from flowjax.data import prefetch
+      >>> data = lambda step: np.random.default_rng(step).normal(size=(64, 2)).astype(np.float32) + 3.0
+      >>> batches = prefetch(ot_paired_batch_fn(data, seed=0), workers=2)
+      >>> sorted(batches(0))
+      ['x0', 'x1']
+      >>> batches.close()
+    """
+    if not callable(batch_fn):
+        raise TypeError(f"`batch_fn` must be callable, got {type(batch_fn).__name__}.")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise TypeError(f"`seed` must be an integer, got {seed!r}.")
+    _host_method(solver)  # validates before any work
+    from flowjax import keystreams
+
+    draw = source or (lambda key, shape, dtype: jax.random.normal(key, shape, dtype))
+
+    def paired(step: int) -> dict:
+        batch = batch_fn(step)
+        if isinstance(batch, Mapping):
+            if "x1" not in batch:
+                raise KeyError(f"a dict batch must hold the data under 'x1'; it has {sorted(batch)}.")
+            if "x0" in batch:
+                raise ValueError("the batch already has an 'x0'; ot_paired_batch_fn draws and pairs the source itself.")
+            out = dict(batch)
+        else:
+            out = {"x1": batch}
+        x1 = np.asarray(out["x1"])
+        if labels is not None and labels not in out:
+            raise KeyError(f"`labels` names {labels!r}, which the batch does not have ({sorted(out)}).")
+        x0 = np.asarray(draw(keystreams.source_key(int(seed), step), x1.shape, x1.dtype))
+        if x0.shape != x1.shape:
+            raise ValueError(f"`source` returned shape {x0.shape}, expected {x1.shape}.")
+        i0 = ot_exact_host(x0, x1, None if labels is None else out[labels], solver=solver)
+        out["x0"] = x0[i0]
+        return out
+
+    return paired
 
 
 def sinkhorn_plan(x0: Array, x1: Array, *, epsilon: float, labels: Array | None = None, max_iterations: int = 2000) -> Array:
@@ -494,8 +618,9 @@ def shard_local(base: Coupling, num_shards: int) -> Coupling:
 
 __all__ = [
     "COSTS",
-    "OT_EXACT_SOLVERS",
     "Coupling",
+    "HOST_SOLVERS",
+    "OT_EXACT_SOLVERS",
     "class_conditional",
     "coupling_by_name",
     "entropic_plan",
@@ -503,6 +628,8 @@ __all__ = [
     "independent",
     "ot_entropic",
     "ot_exact",
+    "ot_exact_host",
+    "ot_paired_batch_fn",
     "ot_sinkhorn",
     "pair_cost",
     "per_shard",

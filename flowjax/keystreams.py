@@ -20,9 +20,10 @@ from __future__ import annotations
 import jax
 from jaxtyping import Array
 
-# ASCII "trn" and "dat": fixed forever (changing them changes every run's random draws).
+# ASCII "trn", "dat" and "src": fixed forever (changing them changes every run's random draws).
 TRAIN_STREAM = 0x74726E
 DATA_STREAM = 0x646174
+SOURCE_STREAM = 0x737263
 
 
 def train_key(key: Array, step) -> Array:
@@ -35,4 +36,14 @@ def data_key(seed: int, index) -> Array:
     return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), DATA_STREAM), index)
 
 
-__all__ = ["DATA_STREAM", "TRAIN_STREAM", "data_key", "train_key"]
+def source_key(seed: int, index) -> Array:
+    """The key of source (noise) draw ``index`` made in the data pipeline with ``seed``.
+
+    Used where the source sample is drawn outside the training step, e.g. by
+    :func:`flowjax.couplings.ot_paired_batch_fn`, so that it shares bits with neither the data
+    stream nor the step.
+    """
+    return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), SOURCE_STREAM), index)
+
+
+__all__ = ["DATA_STREAM", "SOURCE_STREAM", "TRAIN_STREAM", "data_key", "source_key", "train_key"]

@@ -226,3 +226,126 @@ def test_host_assign_pot_falls_back_to_scipy_when_the_simplex_stops_early(monkey
         got = couplings._host_assign(cost, dtype=np.int64, method="pot")
         np.testing.assert_array_equal(got, want)
     assert not np.array_equal(want[0], np.arange(5)) or not np.array_equal(want[1], np.arange(5))
+
+
+# ---- exact OT solved on the host, in the data pipeline (ot_exact_host, ot_paired_batch_fn) ----
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 6])
+@pytest.mark.parametrize("solver", ["scipy", "pot", "auto"])
+def test_ot_exact_host_matches_brute_force(solver, n):
+    _needs(solver)
+    x0 = np.asarray(jax.random.normal(jax.random.key(60 + n), (n, 2, 2)))
+    x1 = np.asarray(jax.random.normal(jax.random.key(70 + n), (n, 2, 2))) * 0.5 - 1.0
+    i0 = couplings.ot_exact_host(x0, x1, solver=solver)
+    assert sorted(i0.tolist()) == list(range(n))
+    np.testing.assert_allclose(_cost(x0, x1, i0, np.arange(n)), _brute_force(x0, x1), rtol=1e-6)
+
+
+def test_ot_exact_host_equals_the_in_step_solvers_and_pairs_within_labels():
+    x0 = jax.random.normal(jax.random.key(80), (96, 3))
+    x1 = jax.random.normal(jax.random.key(81), (96, 3)) + 1.0
+    ref, _ = jax.jit(couplings.ot_exact(solver="ott"))(jax.random.key(0), x0, x1)
+    # continuous random data: the optimal permutation is unique
+    np.testing.assert_array_equal(couplings.ot_exact_host(x0, x1, solver="scipy"), np.asarray(ref))
+    labels = np.arange(96) % 3
+    i0 = couplings.ot_exact_host(x0, x1, labels, solver="scipy")
+    ref, _ = couplings.ot_exact(solver="scipy")(jax.random.key(0), x0, x1, labels=jnp.asarray(labels))
+    np.testing.assert_array_equal(labels[i0], labels)
+    np.testing.assert_array_equal(i0, np.asarray(ref))
+
+
+def test_ot_exact_host_rejects_bad_input_before_solving(monkeypatch):
+    monkeypatch.setattr(couplings, "_host_assign", lambda *a, **k: pytest.fail("solved bad input"))
+    x = np.zeros((4, 2))
+    with pytest.raises(ValueError, match="same shape"):
+        couplings.ot_exact_host(x, np.zeros((5, 2)))
+    with pytest.raises(ValueError, match="finite"):
+        couplings.ot_exact_host(x, np.full((4, 2), np.inf))
+    with pytest.raises(ValueError, match="labels"):
+        couplings.ot_exact_host(x, x, np.zeros(3, int))
+    with pytest.raises(ValueError, match="labels"):
+        couplings.ot_exact_host(x, x, np.zeros(4))
+    with pytest.raises(ValueError, match="solver"):
+        couplings.ot_exact_host(x, x, solver="ott")
+    monkeypatch.setattr(couplings, "_pot_available", lambda: False)
+    with pytest.raises(ImportError, match="POT"):
+        couplings.ot_exact_host(x, x, solver="pot")
+
+
+def _data(step):
+    rng = np.random.default_rng(step)
+    return {"x1": rng.normal(size=(48, 2)).astype(np.float32) * 0.5 + 2.0, "c": rng.integers(0, 3, 48)}
+
+
+def test_ot_paired_batch_fn_pairs_the_step_source_draw_optimally_and_keeps_the_data():
+    from flowjax import keystreams
+
+    paired = couplings.ot_paired_batch_fn(_data, seed=5, solver="scipy")
+    for step in (0, 7):
+        out, data = paired(step), _data(step)
+        assert set(out) == {"x0", "x1", "c"}
+        np.testing.assert_array_equal(out["x1"], data["x1"])
+        np.testing.assert_array_equal(out["c"], data["c"])
+        draw = np.asarray(jax.random.normal(keystreams.source_key(5, step), (48, 2), jnp.float32))
+        assert out["x0"].dtype == np.float32
+        # x0 is a permutation of the source draw of this step, and the optimal one
+        i0 = couplings.ot_exact_host(draw, data["x1"], solver="scipy")
+        np.testing.assert_array_equal(out["x0"], draw[i0])
+        assert _cost(out["x0"], data["x1"], np.arange(48), np.arange(48)) < _cost(draw, data["x1"], np.arange(48), np.arange(48))
+    np.testing.assert_array_equal(paired(3)["x0"], paired(3)["x0"])  # a pure function of the step
+    assert not np.array_equal(paired(3)["x0"], paired(4)["x0"])
+    # the source stream is not the data stream of the same seed
+    assert not np.array_equal(keystreams.source_key(5, 0), keystreams.data_key(5, 0))
+
+
+def test_ot_paired_batch_fn_labels_custom_source_and_plain_array_batches():
+    from flowjax import keystreams
+
+    out = couplings.ot_paired_batch_fn(_data, seed=0, labels="c", solver="scipy")(2)
+    draw = np.asarray(jax.random.normal(keystreams.source_key(0, 2), (48, 2), jnp.float32))
+    i0 = couplings.ot_exact_host(draw, out["x1"], out["c"], solver="scipy")
+    np.testing.assert_array_equal(out["x0"], draw[i0])
+    np.testing.assert_array_equal(out["c"][i0], out["c"])  # source slot i carries label c[i]: no pair crosses a class
+    assert not np.array_equal(i0, couplings.ot_exact_host(draw, out["x1"], solver="scipy"))
+    shifted = couplings.ot_paired_batch_fn(
+        lambda s: _data(s)["x1"], seed=0, source=lambda k, shape, dtype: jax.random.normal(k, shape, dtype) + 2.0)
+    out = shifted(1)
+    assert set(out) == {"x0", "x1"}
+    assert abs(float(out["x0"].mean()) - 2.0) < 0.3
+
+
+def test_ot_paired_batch_fn_bad_arguments():
+    with pytest.raises(TypeError, match="callable"):
+        couplings.ot_paired_batch_fn(None, seed=0)
+    with pytest.raises(TypeError, match="seed"):
+        couplings.ot_paired_batch_fn(_data, seed=0.5)
+    with pytest.raises(ValueError, match="solver"):
+        couplings.ot_paired_batch_fn(_data, seed=0, solver="sinkhorn")
+    with pytest.raises(KeyError, match="x1"):
+        couplings.ot_paired_batch_fn(lambda s: {"x": np.zeros((4, 2))}, seed=0)(0)
+    with pytest.raises(ValueError, match="already has an 'x0'"):
+        couplings.ot_paired_batch_fn(lambda s: {"x1": np.zeros((4, 2)), "x0": np.zeros((4, 2))}, seed=0)(0)
+    with pytest.raises(KeyError, match="labels"):
+        couplings.ot_paired_batch_fn(_data, seed=0, labels="y")(0)
+    with pytest.raises(ValueError, match="source"):
+        couplings.ot_paired_batch_fn(_data, seed=0, source=lambda k, s, d: np.zeros((3, 2)))(0)
+
+
+def test_otcfm_training_on_prefetched_pairs_equals_the_serial_pipeline():
+    """fit on prefetched OT pairs gives the state that fit on the same pairs made one by one gives."""
+    from flowjax import losses, train
+    from flowjax.data import prefetch
+
+    w = {"a": jnp.zeros((2, 2)), "b": jnp.zeros(2)}
+
+    def loss_fn(p, key, batch):
+        v = lambda x, t: x @ p["a"] + p["b"][None, :] + 0.0 * t[:, None]
+        return losses.cfm(v, key, batch["x1"], x0=batch["x0"])
+
+    kw = dict(steps=6, key=jax.random.key(1), log_every=3, learning_rate=0.05, ema_decay=None)
+    serial, h_serial = train.fit(loss_fn, w, batch_fn=couplings.ot_paired_batch_fn(_data, seed=2), **kw)
+    with prefetch(couplings.ot_paired_batch_fn(_data, seed=2), workers=2) as batches:
+        fetched, h_fetched = train.fit(loss_fn, w, batch_fn=batches, **kw)
+    assert h_serial == h_fetched
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), serial.params, fetched.params)

@@ -25,6 +25,8 @@ from flowjax.data.mixtures import mixture_moments
 from flowjax.data.mixtures import mixture_preset
 from flowjax.data.mixtures import random_mixture
 from flowjax.data.mixtures import sample_mixture
+from flowjax.data.prefetch import Prefetched
+from flowjax.data.prefetch import prefetch
 from flowjax.data.tfds_images import DATA_DIR_ENV
 from flowjax.data.tfds_images import default_data_dir
 from flowjax.data.tfds_images import find_prepared
@@ -46,6 +48,7 @@ __all__ = [
     "FlowjaxDigits",
     "MIXTURE_PRESETS",
     "MixtureParams",
+    "Prefetched",
     "SamplerBatchFn",
     "TOY2D_NAMES",
     "check_finite_data",
@@ -62,6 +65,7 @@ __all__ = [
     "mixture_flow",
     "mixture_moments",
     "mixture_preset",
+    "prefetch",
     "prepare_digits",
     "random_mixture",
     "sample_mixture",
