@@ -8,6 +8,13 @@
 - ``flowjax ot_sinkhorn(0.05)``: entropic OT via ott-jax (not exact; for reference).
 - ``torchcfm exact (POT)``: ``ExactOptimalTransportConditionalFlowMatcher(sigma=0)`` (``ot.emd``
   on the host, then pairs drawn from the plan), same-shape PyTorch network, eager.
+- Pipelined (training-loop throughput, ``PIPELINE_STEPS`` steps per timed call): the exact OT pairs
+  of the next steps are solved on ``PIPELINE_WORKERS`` host threads while the current step runs
+  (:func:`flowjax.data.prefetch`). ``flowjax ot_paired_batch_fn + prefetch``: pairs from
+  :func:`flowjax.couplings.ot_paired_batch_fn` (POT), step ``losses.cfm(..., x0=paired)``. For
+  transparency the same pipeline is given to the peer: ``torchcfm pairs + prefetch`` makes
+  torchcfm's own ``OTPlanSampler.sample_plan`` pairs on the same threads and trains with
+  ``ConditionalFlowMatcher(sigma=0)``. Both are per-step times of a loop, not of a single step.
 
 ott's Hungarian solver is slow at 2048, so that case runs with fewer repetitions
 (``iters_slow``); the row records how many.
@@ -16,6 +23,7 @@ ott's Hungarian solver is slow at 2048, so that case runs with fewer repetitions
 from __future__ import annotations
 
 import dataclasses
+import itertools
 
 import jax
 import jax.numpy as jnp
@@ -24,8 +32,8 @@ import optax
 
 from benchmarks import _common as C
 from flowjax import losses
-from flowjax.couplings import ot_exact, ot_sinkhorn
-from flowjax.data import sample_toy2d
+from flowjax.couplings import ot_exact, ot_paired_batch_fn, ot_sinkhorn
+from flowjax.data import prefetch, sample_toy2d
 from flowjax.experiment import bind
 from flowjax.nets import MLP, init_params
 from flowjax.train import make_train_step
@@ -38,7 +46,27 @@ OURS = {
     "pot": "flowjax ot_exact(solver='pot') [auto on CPU]",
 }
 DESCRIPTION = "OT-CFM train step, exact minibatch OT, batch 512/2048 (flowjax/ott-jax vs torchcfm/POT)"
+PIPELINED = "flowjax ot_paired_batch_fn + prefetch [pipelined loop]"
+PEER_PIPELINED = "torchcfm pairs + prefetch [pipelined loop]"
 HIDDEN, DEPTH, TIME_DIM, DIM = 256, 3, 64, 2
+PIPELINE_WORKERS = 2  # host threads solving the next steps' OT problems (the machine's cores here)
+PIPELINE_STEPS = 8  # training steps per timed call of the pipelined cases
+
+
+def _time_pipelined(step_once, prefetched, ctx):
+    """Per-step time of a loop of PIPELINE_STEPS steps fed by `prefetched` (a throughput)."""
+    counter = itertools.count()
+
+    def call():
+        out = None
+        for _ in range(PIPELINE_STEPS):
+            out = step_once(prefetched(next(counter)))
+        return out
+
+    try:
+        return C.time_calls(call, C.jax_sync, ctx, per_call=PIPELINE_STEPS)
+    finally:
+        prefetched.close()
 
 
 def _flowjax_call(batch: int, coupling):
@@ -59,6 +87,25 @@ def _flowjax_call(batch: int, coupling):
         return m["loss"]
 
     return call, np.asarray(x1)
+
+
+def _flowjax_pipelined_step(batch: int):
+    """One OT-CFM step on pairs made outside it (``x0`` given), and the fixed data batch."""
+    net = MLP(hidden=HIDDEN, depth=DEPTH, time_dim=TIME_DIM)
+    params = init_params(net, jax.random.key(0), jnp.zeros((2, DIM), jnp.float32))
+
+    def loss_fn(p, key, pair):
+        return losses.cfm(bind(net, p), key, pair["x1"], x0=pair["x0"])
+
+    opt = optax.adam(1e-3)
+    run = jax.jit(make_train_step(loss_fn, opt, ema_decay=None, nonfinite="apply"), donate_argnums=0)
+    state = [create_train_state(params, opt, jax.random.key(2))]
+
+    def step_once(pair):
+        state[0], m = run(state[0], pair)
+        return m["loss"]
+
+    return step_once, np.asarray(sample_toy2d("moons", jax.random.key(1), batch).astype(jnp.float32))
 
 
 def run(ctx: C.Context) -> dict:
@@ -90,6 +137,13 @@ def run(ctx: C.Context) -> dict:
             row = {"impl": impl, "config": cfg, **C.time_calls(call, C.jax_sync, c)}
             cases.append(C.with_flops(row, gflop, ctx))
             ctx.log(C.fmt_row(cases[-1]))
+        if C.peer("ot", ctx) is not None:
+            step_once, x1_fixed = _flowjax_pipelined_step(batch)
+            paired = ot_paired_batch_fn(lambda step: x1_fixed, seed=3, solver="pot")
+            row = {"impl": PIPELINED, "config": cfg,
+                   **_time_pipelined(step_once, prefetch(paired, workers=PIPELINE_WORKERS), ctx)}
+            cases.append(C.with_flops(row, gflop, ctx))
+            ctx.log(C.fmt_row(cases[-1]))
         if tcfm is None or ot is None:
             cases.append(C.skipped("torchcfm exact (POT)", cfg, C.missing_reason("torchcfm" if torch else "torch")))
             continue
@@ -115,6 +169,27 @@ def run(ctx: C.Context) -> dict:
         row = {"impl": "torchcfm exact (POT)", "config": cfg, **C.time_calls(step, C.no_sync, ctx)}
         cases.append(C.with_flops(row, gflop, ctx))
         ctx.log(C.fmt_row(cases[-1]))
+
+        from torchcfm.conditional_flow_matching import ConditionalFlowMatcher
+
+        plain = ConditionalFlowMatcher(sigma=0.0)
+
+        def peer_pairs(step):  # torchcfm's own exact-OT pairs, made on the prefetch threads
+            x0 = torch.randn(xt1.shape, generator=torch.Generator().manual_seed(step))
+            return matcher.ot_sampler.sample_plan(x0, xt1)
+
+        def peer_step_once(pair):
+            opt.zero_grad(set_to_none=True)
+            t, xt, ut = plain.sample_location_and_conditional_flow(*pair)
+            loss = torch.pow(model(xt, t) - ut, 2).mean()
+            loss.backward()
+            opt.step()
+            return loss.detach()
+
+        row = {"impl": PEER_PIPELINED, "config": cfg,
+               **_time_pipelined(peer_step_once, prefetch(peer_pairs, workers=PIPELINE_WORKERS), ctx)}
+        cases.append(C.with_flops(row, gflop, ctx))
+        ctx.log(C.fmt_row(cases[-1]))
     rat, headline = {}, {}
     for batch in batches:
         cfg = f"batch={batch}"
@@ -127,8 +202,22 @@ def run(ctx: C.Context) -> dict:
     if headline:
         best = max(headline.values())
         headline[f"target_1.5x_b{max(batches)} (fastest ot_exact solver)"] = best >= 1.5
+    for batch in batches:
+        cfg = f"batch={batch}"
+        r = C.ratios(cases, PIPELINED, cfg)
+        for peer in ("torchcfm exact (POT)", PEER_PIPELINED):
+            if peer in r:
+                rat[f"{cfg}: {peer} / {PIPELINED}"] = r[peer]
+        if batch == max(batches) and "torchcfm exact (POT)" in r:
+            headline[f"speedup_vs_torchcfm_b{batch} [{PIPELINED}]"] = r["torchcfm exact (POT)"]
+            headline[f"target_1.5x_b{batch} (pipelined loop vs torchcfm's in-loop step)"] = r["torchcfm exact (POT)"] >= 1.5
+        if batch == max(batches) and PEER_PIPELINED in r:
+            headline[f"pipelined_vs_pipelined_peer_b{batch}"] = r[PEER_PIPELINED]
     return {"name": NAME, "description": DESCRIPTION, "cases": cases, "ratios": rat, "headline": headline,
-            "notes": ["data: flowjax.data moons; the coupling solve runs inside every step on both sides",
+            "notes": ["data: flowjax.data moons; the coupling solve runs inside every step on both sides "
+                      "(except the two [pipelined loop] rows)",
+                      f"[pipelined loop] rows: {PIPELINE_WORKERS} host threads solve the next steps' OT problems "
+                      f"while the current step runs; per-step time over loops of {PIPELINE_STEPS} steps",
                       "ot_exact(solver='auto') is 'pot' on the CPU backend ('scipy' without POT) and 'ott' elsewhere",
                       "torchcfm calls ot.emd with POT's default 1e5-iteration cap, which stops short of "
                       "optimality at batch 2048 in 64-D (not in this 2-D case); ot_exact(solver='pot') "
