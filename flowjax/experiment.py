@@ -49,14 +49,18 @@ def train_net(
     """Train ``net`` with ``loss(model_fn, key, batch, **loss_kwargs)``; return (params, history).
 
     ``batch`` is whatever ``batch_fn(step)`` returns; if it is a dict with keys ``x`` (and ``c``),
-    the loss receives ``x1=batch["x"], c=batch["c"]``. Returns the EMA parameters when
-    ``use_ema`` (and an EMA is kept), else the raw parameters.
+    the loss receives ``x1=batch["x"], c=batch["c"]``; a dict of pairs ``x0, x1`` (and ``c``), as
+    made by :func:`flowjax.couplings.ot_paired_batch_fn` or read from a
+    :class:`flowjax.data.pairs.PairDataset`, gives ``x1=batch["x1"], x0=batch["x0"]``. Returns the
+    EMA parameters when ``use_ema`` (and an EMA is kept), else the raw parameters.
     """
 
     def loss_fn(p, key, batch):
         model = bind(net, p)
         if isinstance(batch, Mapping):
             extra = {"c": batch["c"]} if "c" in batch else {}
+            if "x0" in batch and "x1" in batch:
+                return loss(model, key, batch["x1"], x0=batch["x0"], **extra, **loss_kwargs)
             return loss(model, key, batch["x"], **extra, **loss_kwargs)
         return loss(model, key, batch, **loss_kwargs)
 

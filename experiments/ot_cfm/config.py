@@ -33,6 +33,11 @@ def get_config(preset: str) -> ml_collections.ConfigDict:
     cfg.eval_samples = 4000
     cfg.euler_steps = (1, 2, 4, 8, 100)
     cfg.num_projections = 512
+    # Where the exact OT pairs are made: "in_step" (ot_exact inside the jitted step, the usual
+    # form) or "pipeline" (couplings.ot_paired_batch_fn solved ahead on `pairing_workers` host
+    # threads by data.prefetch while the step runs; same pairing rule, other random draws).
+    cfg.ot_pairing = "in_step"
+    cfg.pairing_workers = 2
     if preset == "smoke":
         cfg.hidden, cfg.steps, cfg.batch_size, cfg.seeds = 64, 100, 128, (0,)
         cfg.eval_samples, cfg.euler_steps, cfg.num_projections = 500, (2, 4), 64
