@@ -217,7 +217,8 @@ def run(ctx: C.Context) -> dict:
             "notes": ["data: flowjax.data moons; the coupling solve runs inside every step on both sides "
                       "(except the two [pipelined loop] rows)",
                       f"[pipelined loop] rows: {PIPELINE_WORKERS} host threads solve the next steps' OT problems "
-                      f"while the current step runs; per-step time over loops of {PIPELINE_STEPS} steps",
+                      f"while the current step runs; per-step time over loops of {PIPELINE_STEPS} steps; their "
+                      f"compile_s is the first loop ({PIPELINE_STEPS} steps and the pipeline filling), not a compile",
                       "ot_exact(solver='auto') is 'pot' on the CPU backend ('scipy' without POT) and 'ott' elsewhere",
                       "torchcfm calls ot.emd with POT's default 1e5-iteration cap, which stops short of "
                       "optimality at batch 2048 in 64-D (not in this 2-D case); ot_exact(solver='pot') "

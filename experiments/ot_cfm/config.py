@@ -2,6 +2,8 @@
 
 Command:   python -m experiments.run ot-cfm --preset cpu
 Hardware:  any CPU (smoke ~10 s, cpu ~2-3 min on 2 cores); gpu/tpu presets scale batch and steps.
+           `--set ot_pairing=pipeline` makes the OT pairs ahead on host threads (cpu preset: OT arm
+           47 s instead of 69 s of training on 2 cores, same SW2 and curvature).
 Claim:     With the same network, steps and seed, training with an exact minibatch-OT coupling
            (Tong et al. 2302.00482; Pooladian et al. 2304.14772) gives straighter sample paths than
            the independent coupling, so few-step Euler sampling is better: lower sliced W2 to
