@@ -109,3 +109,18 @@ def test_readme_table_keeps_measured_rows_the_report_lacks(tmp_path):
     assert "`cfm` | implemented |" in text                           # nothing earlier, nothing now
     readme_table.update_readme(readme, report, keep_missing=False)
     assert measured not in readme.read_text()
+
+
+def test_smoke_runs_compile_fast_only_on_cpu_only_installs(monkeypatch):
+    from experiments import run as runner
+
+    flag = runner.FAST_COMPILE_FLAG
+    monkeypatch.setattr(runner, "accelerator_plugin_installed", lambda: False)
+    assert runner.smoke_xla_flags("smoke", {}) == flag
+    assert runner.smoke_xla_flags("smoke", {"XLA_FLAGS": "--xla_dump_to=/tmp/d"}) == f"--xla_dump_to=/tmp/d {flag}"
+    assert runner.smoke_xla_flags("smoke", {"XLA_FLAGS": "--xla_backend_optimization_level=3"}) is None
+    for preset in ("cpu", "gpu", "tpu"):
+        assert runner.smoke_xla_flags(preset, {}) is None
+    monkeypatch.setattr(runner, "accelerator_plugin_installed", lambda: True)
+    assert runner.smoke_xla_flags("smoke", {}) is None  # the flag would reach the GPU/TPU compiler
+    assert runner.smoke_xla_flags("smoke", {"JAX_PLATFORMS": "cpu"}) == flag
