@@ -34,6 +34,8 @@ from ott.geometry import pointcloud
 from ott.solvers import linear as ott_linear
 from ott.tools import unreg
 
+from flowjax import keystreams
+
 Coupling = Callable[..., tuple[Array, Array]]
 
 _LARGE_COST = 1e6
@@ -229,7 +231,8 @@ def ot_exact_host(x0: ArrayLike, x1: ArrayLike, labels: ArrayLike | None = None,
     """Exact minibatch OT solved on the host, outside any jitted step: ``(x0[i0], x1)`` are the pairs.
 
     The same assignment problem as :func:`ot_exact` (squared Euclidean cost over flattened features,
-    cross-label pairs forbidden when ``labels`` are given), with the cost built in float64 by NumPy.
+    cross-label pairs forbidden when ``labels`` are given), with the cost built in float64 on the host
+    (scipy's ``cdist`` up to 16 features, a BLAS product above).
     For pipelines that pair a batch before the step (:func:`ot_paired_batch_fn`).
 
     Args:
@@ -305,9 +308,8 @@ def ot_paired_batch_fn(
     if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
         raise TypeError(f"`seed` must be an integer, got {seed!r}.")
     _host_method(solver)  # validates before any work
-    from flowjax import keystreams
-
     draw = source or (lambda key, shape, dtype: jax.random.normal(key, shape, dtype))
+    host = jax.local_devices(backend="cpu")[0]
 
     def paired(step: int) -> dict:
         batch = batch_fn(step)
@@ -322,7 +324,10 @@ def ot_paired_batch_fn(
         x1 = np.asarray(out["x1"])
         if labels is not None and labels not in out:
             raise KeyError(f"`labels` names {labels!r}, which the batch does not have ({sorted(out)}).")
-        x0 = np.asarray(draw(keystreams.source_key(int(seed), step), x1.shape, x1.dtype))
+        # drawn on the host CPU device, so that the pipeline never queues work behind the step on an
+        # accelerator (JAX's random bits are the same on every backend)
+        with jax.default_device(host):
+            x0 = np.asarray(draw(keystreams.source_key(int(seed), step), x1.shape, x1.dtype))
         if x0.shape != x1.shape:
             raise ValueError(f"`source` returned shape {x0.shape}, expected {x1.shape}.")
         i0 = ot_exact_host(x0, x1, None if labels is None else out[labels], solver=solver)
