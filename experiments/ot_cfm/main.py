@@ -33,7 +33,7 @@ def ot_training_data(cfg, batch_fn, seed: int):
 
 
 def run(cfg, out_dir: Path) -> dict:
-    if cfg.get("ot_pairing", "in_step") not in ("in_step", "pipeline"):
+    if cfg.ot_pairing not in ("in_step", "pipeline"):
         raise ValueError(f"`ot_pairing` must be 'in_step' or 'pipeline', got {cfg.ot_pairing!r}.")
     net = MLP(hidden=cfg.hidden, depth=cfg.depth)
     heldout = sample_toy2d(cfg.dataset, jax.random.key(10_000), cfg.eval_samples)
