@@ -163,6 +163,26 @@ def environment() -> dict:
     return versions()
 
 
+def slowest_compiles(results: dict[str, dict]) -> str:
+    """One sentence: the slowest XLA compile of any program and of a training dispatch, and where."""
+    worst_any, worst_train = None, None
+    for slug, res in results.items():
+        comp = res.get("compile") or {}
+        if comp.get("slowest"):
+            name, secs = comp["slowest"][0]
+            if worst_any is None or secs > worst_any[0]:
+                worst_any = (secs, slug, name)
+        if comp.get("train_dispatch_max_s") is not None:
+            if worst_train is None or comp["train_dispatch_max_s"] > worst_train[0]:
+                worst_train = (comp["train_dispatch_max_s"], slug)
+    if worst_any is None:
+        return ""
+    text = f"Slowest XLA compile of one program: {worst_any[0]:.1f} s (`{worst_any[1]}`, {worst_any[2]})"
+    if worst_train is not None:
+        text += f"; of a `flowjax.train` training dispatch: {worst_train[0]:.1f} s (`{worst_train[1]}`)"
+    return text + "."
+
+
 def write_markdown(path: Path, preset: str, summary: dict, results: dict[str, dict], env: dict) -> None:
     lines = [f"# flowjax paper-set report ({preset} preset)", "", f"Generated {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M UTC}.", ""]
     if preset not in CLAIM_PRESETS:
@@ -174,14 +194,15 @@ def write_markdown(path: Path, preset: str, summary: dict, results: dict[str, di
     wall = sum(r.get("seconds") or 0.0 for r in results.values())
     cpu = sum(r.get("cpu_seconds") or 0.0 for r in results.values())
     lines += [f"Total wall time {wall / 60:.1f} min; CPU time {cpu / 60:.1f} min (user + system of the experiment processes, "
-              "where recorded).", ""]
-    lines += ["| paper | arXiv | experiment | status | wall s | CPU s |", "|---|---|---|---|---|---|"]
+              "where recorded). " + slowest_compiles(results), ""]
+    lines += ["| paper | arXiv | experiment | status | wall s | CPU s | slowest compile s |", "|---|---|---|---|---|---|---|"]
     for row in summary["rows"]:
         p: Paper = row["paper"]
         for exp, status in row["statuses"].items():
             secs, cpu_s = results.get(exp, {}).get("seconds"), results.get(exp, {}).get("cpu_seconds")
+            comp = (results.get(exp, {}).get("compile") or {}).get("max_s")
             lines.append(f"| {p.title} | {p.arxiv} | `{exp}` | {status} | {'' if secs is None else f'{secs:.0f}'} | "
-                         f"{'' if cpu_s is None else f'{cpu_s:.0f}'} |")
+                         f"{'' if cpu_s is None else f'{cpu_s:.0f}'} | {'' if comp is None else f'{comp:.1f}'} |")
     lines += ["", "## Environment", ""] + [f"- {k}: {v}" for k, v in env.items()] + [""]
     for row in summary["rows"]:
         p = row["paper"]
@@ -225,6 +246,8 @@ def write_html(path: Path, preset: str, summary: dict, results: dict[str, dict],
     keys = ["papers", "experiments", "ran", "claims_checked", "passed", "failed", "errors", "not_run", "not_implemented"]
     parts.append("<table><tr>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr><tr>"
                  + "".join(f"<td>{summary[k]}</td>" for k in keys) + "</tr></table>")
+    if slowest_compiles(results):
+        parts.append(f"<p>{e(slowest_compiles(results))}</p>")
     parts.append("<h2>Environment</h2><ul>" + "".join(f"<li>{e(k)}: {e(str(v))}</li>" for k, v in env.items()) + "</ul>")
     for row in summary["rows"]:
         p = row["paper"]

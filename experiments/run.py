@@ -5,7 +5,8 @@
 Loads ``experiments/<slug>/config.py:get_config(preset)``, applies validated ``--set`` overrides,
 checks that the output directory is writable, runs ``experiments/<slug>/main.py:run(config,
 out_dir)`` and writes ``DIR/results.json`` with at least ``experiment, preset, claim, passed,
-metrics, seconds, versions``. Experiments are discovered from the folders of this package.
+metrics, seconds, compile, versions`` (``compile``: XLA backend compile times of the run's programs,
+the slowest ones named, and the slowest ``flowjax.train`` dispatch). Experiments are discovered from the folders of this package.
 """
 
 from __future__ import annotations
@@ -123,6 +124,45 @@ def check_output_dir(out_dir: Path, *, min_free_bytes: int = 50 * 2**20) -> None
         raise OSError(f"output directory {out_dir} has only {free / 2**20:.1f} MiB free (need {min_free_bytes / 2**20:.0f}).")
 
 
+BACKEND_COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"  # jax's event name, with fun_name
+TRAIN_DISPATCH_NAME = "train_dispatch"  # the jitted program of flowjax.train (one or several steps)
+
+
+class CompileTimes:
+    """Collects XLA backend compile times per program while active (``jax.monitoring`` listener)."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, float]] = []
+
+    def _listener(self, event: str, duration: float, **kwargs: Any) -> None:
+        if event == BACKEND_COMPILE_EVENT:
+            self.records.append((str(kwargs.get("fun_name", "?")), float(duration)))
+
+    def __enter__(self) -> "CompileTimes":
+        import jax
+
+        jax.monitoring.register_event_duration_secs_listener(self._listener)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import jax
+
+        jax.monitoring.unregister_event_duration_listener(self._listener)
+
+    def summary(self) -> dict:
+        """Count, total, the slowest programs, and the slowest flowjax training dispatch."""
+        slowest = sorted(self.records, key=lambda r: -r[1])
+        train = [d for name, d in self.records if name in (TRAIN_DISPATCH_NAME, f"jit({TRAIN_DISPATCH_NAME})")]
+        return {
+            "programs": len(self.records),
+            "total_s": sum(d for _, d in self.records),
+            "max_s": slowest[0][1] if slowest else 0.0,
+            "slowest": [[name, d] for name, d in slowest[:5]],
+            "train_dispatch_programs": len(train),
+            "train_dispatch_max_s": max(train) if train else None,
+        }
+
+
 def run_experiment(slug: str, preset: str, *, out_dir: Path | str | None = None, overrides: Sequence[str] = ()) -> dict:
     """Run one experiment and write its ``results.json``; returns the results dict."""
     from flowjax.experiment import versions, write_json_atomic
@@ -134,7 +174,8 @@ def run_experiment(slug: str, preset: str, *, out_dir: Path | str | None = None,
     check_output_dir(out)
     main = importlib.import_module(f"experiments.{package}.main")
     start = time.perf_counter()
-    result = main.run(cfg, out)
+    with CompileTimes() as compiles:
+        result = main.run(cfg, out)
     seconds = time.perf_counter() - start
     missing = [k for k in REQUIRED_RESULT_KEYS if k not in result]
     if missing:
@@ -146,6 +187,7 @@ def run_experiment(slug: str, preset: str, *, out_dir: Path | str | None = None,
         "paper": paper,
         "overrides": list(overrides),
         "seconds": seconds,
+        "compile": compiles.summary(),
         "versions": versions(),
         "config": cfg.to_dict(),
         **result,

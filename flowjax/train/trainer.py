@@ -165,16 +165,17 @@ def _compiled_runner(
             batch = jax.lax.with_sharding_constraint(batch, b_sh)
         return batch
 
+    # The program is named train_dispatch (compile logs, profiles, experiments.run's compile times).
     if not scanned:
 
-        def run(state, batch):
+        def train_dispatch(state, batch):
             state, metrics = step_fn(state, get_batch(state, batch))
             return state, jax.tree.map(lambda m: jnp.expand_dims(m, 0), metrics)
 
         batch_sh = b_sh
     else:
 
-        def run(state, batches):
+        def train_dispatch(state, batches):
             return jax.lax.scan(lambda s, b: step_fn(s, get_batch(s, b)), state, batches, length=n)
 
         batch_sh = bs_sh
@@ -182,8 +183,8 @@ def _compiled_runner(
         batch_sh = None
     donate_argnums = (0,) if donate else ()
     if st_sh is None:
-        return jax.jit(run, donate_argnums=donate_argnums)
-    return jax.jit(run, in_shardings=(st_sh, batch_sh), out_shardings=(st_sh, rep), donate_argnums=donate_argnums)
+        return jax.jit(train_dispatch, donate_argnums=donate_argnums)
+    return jax.jit(train_dispatch, in_shardings=(st_sh, batch_sh), out_shardings=(st_sh, rep), donate_argnums=donate_argnums)
 
 
 class Trainer:

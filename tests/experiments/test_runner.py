@@ -124,3 +124,26 @@ def test_smoke_runs_compile_fast_only_on_cpu_only_installs(monkeypatch):
     monkeypatch.setattr(runner, "accelerator_plugin_installed", lambda: True)
     assert runner.smoke_xla_flags("smoke", {}) is None  # the flag would reach the GPU/TPU compiler
     assert runner.smoke_xla_flags("smoke", {"JAX_PLATFORMS": "cpu"}) == flag
+
+
+def test_compile_times_name_the_training_dispatch_and_reach_the_report(tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    from experiments import run as runner
+    from flowjax import train
+
+    with runner.CompileTimes() as compiles:
+        jax.jit(lambda x: x * 2.0)(jnp.ones(3))
+        train.fit(lambda p, k, b: (jnp.sum((b - p) ** 2), {}), jnp.zeros(()), batch_fn=lambda s: jnp.ones(()),
+                  steps=2, key=jax.random.key(0))
+    jax.jit(lambda x: x - 1.0)(jnp.ones(3))  # after the listener is gone: not recorded
+    summary = compiles.summary()
+    assert summary["programs"] >= 2 and summary["train_dispatch_programs"] >= 1
+    assert 0 < summary["train_dispatch_max_s"] <= summary["max_s"] and summary["total_s"] >= summary["max_s"]
+    assert summary["slowest"][0][1] == summary["max_s"]
+    line = paperset.slowest_compiles({"a": {"compile": summary}, "b": {"compile": {**summary, "max_s": 9.0,
+                                                                                      "slowest": [["jit(big)", 9.0]]}}})
+    assert line.startswith("Slowest XLA compile of one program: 9.0 s (`b`, jit(big))")
+    assert "training dispatch" in line
+    assert paperset.slowest_compiles({"a": {}}) == ""
