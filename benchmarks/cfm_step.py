@@ -43,7 +43,7 @@ RESIDENT = "flowjax jit, resident host buffers"
 
 
 def flowjax_step(batch: int, *, scan: int = 1, defaults: bool = False, lr: float = 1e-3):
-    """Return ``(call, state_ref, compiled)`` timing the flowjax step on a fixed batch."""
+    """Return ``(call, compiled, compile_s, num_params, x1)`` timing the flowjax step on a fixed batch."""
     net = MLP(hidden=HIDDEN, depth=DEPTH, time_dim=TIME_DIM)
     params = init_params(net, jax.random.key(0), jnp.zeros((2, DIM), jnp.float32))
 
@@ -62,13 +62,13 @@ def flowjax_step(batch: int, *, scan: int = 1, defaults: bool = False, lr: float
     else:
         run = jax.jit(lambda s, b: jax.lax.scan(lambda c, _: step(c, b), s, None, length=scan), donate_argnums=0)
     state = [create_train_state(params, opt, jax.random.key(2))]
-    compiled = run.lower(state[0], x1).compile()
+    compiled, compile_s = C.aot_compile(run, state[0], x1)
 
     def call():
         state[0], metrics = run(state[0], x1)
         return metrics["loss"]
 
-    return call, compiled, count_params(params), np.asarray(x1)
+    return call, compiled, compile_s, count_params(params), np.asarray(x1)
 
 
 def run(ctx: C.Context) -> dict:
@@ -90,8 +90,9 @@ def run(ctx: C.Context) -> dict:
             cases.append(C.skipped(impl, cfg, "glibc mallopt unavailable on this platform"))
             continue
         try:
-            call, compiled, nparams, x1_np = flowjax_step(batch, **kw)
+            call, compiled, compile_s, nparams, x1_np = flowjax_step(batch, **kw)
             row = {"impl": impl, "config": cfg, **C.time_calls(call, C.jax_sync, ctx, per_call=per), **C.xla_memory(compiled)}
+            row = C.with_aot_compile(row, compile_s)
         finally:
             if resident:
                 keep_host_buffers_resident(False)

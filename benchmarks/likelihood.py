@@ -43,8 +43,9 @@ def run(ctx: C.Context) -> dict:
         gflop = C.mlp_step_gflop(n, C.mlp_dims(d, HIDDEN, DEPTH, TIME_DIM), backward=False) * passes * STEPS
         fn = jax.jit(lambda x, k, div=div: log_likelihood(v, x, divergence=div, key=k, solver="euler", steps=STEPS))
         key = jax.random.key(2)
-        compiled = fn.lower(x1, key).compile()
+        compiled, compile_s = C.aot_compile(fn, x1, key)
         row = {"impl": "flowjax", "config": cfg, **C.time_calls(lambda: fn(x1, key), C.jax_sync, ctx), **C.xla_memory(compiled)}
+        row = C.with_aot_compile(row, compile_s)
         cases.append(C.with_flops(row, gflop, ctx))
         ctx.log(C.fmt_row(cases[-1]))
         if fm is None:

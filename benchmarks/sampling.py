@@ -48,8 +48,9 @@ def run(ctx: C.Context) -> dict:
         cfg = f"n={n} {name} {steps}"
         gflop = per_nfe * 100
         fn = jax.jit(lambda x, name=name, steps=steps: ode(v, x, solver=name, steps=steps))
-        compiled = fn.lower(x0).compile()
+        compiled, compile_s = C.aot_compile(fn, x0)
         row = {"impl": "flowjax", "config": cfg, **C.time_calls(lambda: fn(x0), C.jax_sync, ctx), **C.xla_memory(compiled)}
+        row = C.with_aot_compile(row, compile_s)
         cases.append(C.with_flops(row, gflop, ctx))
         ctx.log(C.fmt_row(cases[-1]))
         if torch is None:
