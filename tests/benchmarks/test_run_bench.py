@@ -97,3 +97,27 @@ def test_time_calls_caps_slow_cases_and_divides_per_call():
     assert 0.02 <= row["median_ms"] / 1e3 <= 0.2  # 0.05 s / per_call 2, with scheduling slack
     row = C.time_calls(lambda: None, C.no_sync, C.Context(warmup=1, iters=3, log=lambda s: None))
     assert (row["iters"], row["warmup"]) == (3, 1)
+
+
+def test_aot_compile_time_is_recorded_as_the_compile_time():
+    """A jitted call after lower().compile() reuses the executable: its first call is not the compile."""
+    compiles = []
+
+    def listener(event, duration, **kw):
+        if event == "/jax/core/compile/backend_compile_duration":
+            compiles.append(duration)
+
+    fn = jax.jit(lambda x: jnp.tanh(x) @ x.T)
+    x = jnp.ones((16, 16))
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        compiled, seconds = C.aot_compile(fn, x)
+        n = len(compiles)
+        row = C.time_calls(lambda: fn(x), C.jax_sync, C.Context(warmup=0, iters=1, log=lambda s: None))
+        assert len(compiles) == n  # the timed first call compiled nothing
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert seconds >= compiles[-1] > 0
+    out = C.with_aot_compile(row, seconds)
+    assert out["compile_s"] == seconds and out["first_call_s"] == row["compile_s"]
+    np.testing.assert_allclose(np.asarray(compiled(x)), np.asarray(fn(x)))
