@@ -13,7 +13,7 @@ import jax  # noqa: E402
 jax.config.update("jax_enable_x64", True)
 jax.config.update("jax_numpy_rank_promotion", "raise")
 
-FAST_COMPILE_FLAG = "--xla_backend_optimization_level=0"
+from experiments.run import FAST_COMPILE_FLAG  # noqa: E402  (the same setting as smoke runs)
 
 
 def pytest_configure(config):
