@@ -114,6 +114,7 @@ def run(ctx: C.Context) -> dict:
     torch = C.peer("torch", ctx)
     tcfm = C.peer("torchcfm", ctx) if torch is not None else None
     ot = C.peer("ot", ctx) if tcfm is not None else None
+    pot_for_pipeline = C.peer("ot", ctx)  # the pipelined flowjax row needs POT, not torch
     if torch is not None:
         C.torch_setup(torch)
     slow_ctx = dataclasses.replace(ctx, warmup=0, iters=2 if not ctx.quick else 1)
@@ -137,7 +138,7 @@ def run(ctx: C.Context) -> dict:
             row = {"impl": impl, "config": cfg, **C.time_calls(call, C.jax_sync, c)}
             cases.append(C.with_flops(row, gflop, ctx))
             ctx.log(C.fmt_row(cases[-1]))
-        if C.peer("ot", ctx) is not None:
+        if pot_for_pipeline is not None:
             step_once, x1_fixed = _flowjax_pipelined_step(batch)
             paired = ot_paired_batch_fn(lambda step: x1_fixed, seed=3, solver="pot")
             row = {"impl": PIPELINED, "config": cfg,
