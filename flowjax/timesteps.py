@@ -43,12 +43,24 @@ def logit_normal(mean: float = 0.0, std: float = 1.0) -> TimeSampler:
 
 
 def beta(a: float, b: float) -> TimeSampler:
-    """``t ~ Beta(a, b)``. GestureLSM (2501.18898) uses Beta(2, 1.2) in its own time; see its spec."""
+    """``t ~ Beta(a, b)``. GestureLSM (2501.18898) uses Beta(2, 1.2) in its own time; see its spec.
+
+    Drawn as ``G_a / (G_a + G_b)`` with the two Gamma variates from one ``jax.random.loggamma``
+    call over the shapes ``(a,)*n + (b,)*n`` (in log space, so small shapes do not underflow).
+    ``jax.random.beta`` makes two such calls; each compiles into a nest of rejection loops, and
+    one call halves what a training step that uses this sampler compiles (170 of the 1060 kernels
+    of GestureLSM's shortcut step on CPU). Same distribution; a different stream of draws.
+    """
     if a <= 0 or b <= 0:
         raise ValueError(f"Beta parameters must be positive, got a={a}, b={b}.")
 
     def sample(key: Array, n: int) -> Array:
-        return jax.random.beta(key, a, b, (n,))
+        shapes = jnp.concatenate([jnp.full((n,), float(a)), jnp.full((n,), float(b))])  # default float dtype
+        log_gamma = jax.random.loggamma(key, shapes)
+        log_a, log_b = log_gamma[:n], log_gamma[n:]
+        top = jnp.maximum(log_a, log_b)
+        ga, gb = jnp.exp(log_a - top), jnp.exp(log_b - top)
+        return ga / (ga + gb)
 
     return sample
 

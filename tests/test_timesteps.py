@@ -14,6 +14,8 @@ from flowjax import timesteps
     [
         (timesteps.uniform(), stats.uniform.cdf),
         (timesteps.beta(2.0, 1.2), stats.beta(2.0, 1.2).cdf),
+        (timesteps.beta(0.3, 0.5), stats.beta(0.3, 0.5).cdf),  # shapes < 1: the log-space path
+        (timesteps.beta(8.0, 2.0), stats.beta(8.0, 2.0).cdf),
         (timesteps.logit_normal(0.5, 0.8), lambda t: stats.norm(0.5, 0.8).cdf(np.log(t / (1 - t)))),
     ],
 )

@@ -202,6 +202,45 @@ def test_nonfinite_gradient_leaf_is_named():
     assert int(new.step) == 1
 
 
+def test_leaf_square_norms_match_the_global_norm_and_do_not_overflow_float16():
+    from flowjax.train.state import first_nonfinite_index, leaf_square_norms
+
+    tree = {"a": jnp.array([3.0, 4.0]), "b": {"c": jnp.full((2, 2), 0.5)}}
+    np.testing.assert_allclose(np.asarray(leaf_square_norms(tree)), [25.0, 1.0])
+    np.testing.assert_allclose(float(jnp.sqrt(leaf_square_norms(tree).sum())), float(optax_norm(tree)), rtol=1e-6)
+    big16 = {"h": jnp.full((4,), 1000.0, jnp.float16)}  # 1000^2 overflows float16, not float32
+    assert leaf_square_norms(big16).dtype == jnp.float32
+    assert int(first_nonfinite_index(jnp.array(0.0), big16)) == -1
+    assert leaf_square_norms({}).shape == (0,) and int(first_nonfinite_index(jnp.array(1.0), {})) == -1
+    # index 0 is the loss, i >= 1 the leaf i - 1; NaN, Inf and an overflowing square norm all count
+    assert int(first_nonfinite_index(jnp.array(jnp.nan), tree)) == 0
+    for bad in (jnp.nan, jnp.inf, 1e30):
+        t = {"a": jnp.array([1.0, 2.0]), "b": {"c": jnp.array([0.0, bad], jnp.float32)}}
+        assert int(first_nonfinite_index(jnp.array(1.0), t)) == 2
+
+
+def optax_norm(tree):
+    import optax
+
+    return optax.tree.norm(tree)
+
+
+def test_step_metrics_norm_and_finite_flag_against_direct_computation():
+    def loss_fn(params, key, batch):
+        return jnp.sum(params["w"] * batch) + 0.5 * params["b"] ** 2, {}
+
+    params = {"w": jnp.array([1.0, -2.0], jnp.float32), "b": jnp.array(3.0, jnp.float32)}
+    opt = train.make_optimizer(1e-2)
+    st = train.create_train_state(params, opt, jax.random.key(0))
+    _, m = jax.jit(train.make_train_step(loss_fn, opt))(st, jnp.array([2.0, 6.0], jnp.float32))
+    # grads: w -> batch = (2, 6), b -> 3; norm sqrt(4 + 36 + 9) = 7
+    np.testing.assert_allclose(float(m["grad_norm"]), 7.0, rtol=1e-6)
+    assert bool(m["finite"]) and int(m["nonfinite_leaf"]) == -1
+    new, m = jax.jit(train.make_train_step(loss_fn, opt))(st, jnp.array([2.0, 1e30], jnp.float32))  # float32 square norm overflows
+    assert not bool(m["finite"]) and train.nonfinite_leaf_name(m["nonfinite_leaf"], params) == "grads['w']"
+    _equal_trees(new.params, st.params)
+
+
 def test_scanned_fit_equals_stepwise_and_is_deterministic():
     params = toy.init_params(jax.random.key(0))
     kw = dict(batch_fn=toy.make_batch_fn(), steps=24, key=jax.random.key(1), log_every=8)
