@@ -154,13 +154,18 @@ def make_train_step(
         finite = nonfinite_leaf < 0
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
+        keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
+        if nonfinite == "skip":
+            params, opt_state = keep(params, state.params), keep(opt_state, state.opt_state)
+        # The EMA reads the parameters after the skip (equal to the update when it is kept, and the
+        # EMA is kept back itself otherwise), so XLA reads the new-parameter buffer instead of
+        # materialising the optimizer's update a second time for every leaf.
         if ema_decay is None:
             ema = params
         else:
             ema = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, state.ema_params, params)
-        if nonfinite == "skip":
-            keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
-            params, opt_state, ema = keep(params, state.params), keep(opt_state, state.opt_state), keep(ema, state.ema_params)
+            if nonfinite == "skip":
+                ema = keep(ema, state.ema_params)
         new_state = state.replace(
             step=state.step + 1,
             params=params,
