@@ -42,6 +42,18 @@ def test_nonfinite_step_is_skipped_and_counted():
     assert int(new.nonfinite_count) == 1 and int(new.step) == 1
 
 
+def test_nonfinite_step_keeps_params_optimizer_state_and_ema_exactly():
+    opt = optax.adam(1e-2)
+    step = jax.jit(make_train_step(_loss, opt, ema_decay=0.5))
+    good, _ = step(create_train_state(_params(), opt, jax.random.key(0)), _batch_fn(0))  # ema now differs from params
+    assert not np.allclose(good.ema_params["w"], good.params["w"])
+    new, metrics = step(good, jnp.full((16, 3), jnp.inf))
+    assert not bool(metrics["finite"])
+    for a, b in zip(jax.tree.leaves((new.params, new.opt_state, new.ema_params)), jax.tree.leaves((good.params, good.opt_state, good.ema_params))):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert int(new.step) == int(good.step) + 1 and int(new.nonfinite_count) == 1
+
+
 def test_step_key_depends_only_on_seed_and_step():
     opt = optax.sgd(0.1)
     s1 = create_train_state(_params(), opt, jax.random.key(3))
