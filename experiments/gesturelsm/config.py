@@ -12,6 +12,11 @@ Claim:     (gesturelsm.md sec. 5, Liu et al. 2501.18898 + Frans et al. 2410.1255
 Measured:  cpu preset, ST transformer (2026-11-28, loaded machine, 3229 s): FD at 1 NFE: shortcut+Beta 9.42,
            shortcut+uniform 11.53, FM 19.48 (pass, 0.48x); at 2 NFE: 7.22 / 9.43 / 4.99 (fails: FM is better
            at 2 NFE); coherence 0.95 joint vs 0.23 independent (pass). 3 of 4 criteria (the MLP denoiser met 1).
+           Rerun 2026-12-08 (idle, 441 s) after timesteps.beta moved to one loggamma call (same Beta law,
+           other draws): FD at 1 NFE 10.31 / 8.30 / 20.32 (pass, 0.51x); at 2 NFE 8.39 / 7.49 / 4.65 (fails);
+           coherence 0.97 vs 0.26 (pass); Beta vs uniform at 2 NFE now fails (8.39 > 1.05 x 7.49): 2 of 4.
+           That criterion flipped with the draws, so at this scale Beta(2, 1.2) and uniform times are not
+           distinguishable; the shortcut-vs-FM result at 1 NFE and the coherence result held both times.
 """
 
 import ml_collections
