@@ -19,6 +19,7 @@ History:   the first version (a causal MLP over a gathered context, Adam lr 3e-4
 Measured:  cpu preset, 3 seeds (2026-11-28, 48 min wall on an overloaded 2-core machine): on-manifold KVPO branches
            0.912 vs pretrained 0.997 (ratio 0.915 < 0.95: FAIL), SDE rollouts 0.996; final reward KVPO 0.520, SDE 0.408
            (pass; SDE seed 0 = -0.03), pretrained 0.525; no divergence (max block norm 1.78 KVPO, 1.38 SDE).
+           Rerun 2026-12-08 (idle, 242 s) after the update took e_old from its own forward pass: same figures.
 Diagnosis: (issue #9; experiments/kvpo/diagnose_manifold.py, cpu-preset pretraining, 64 prefixes x 8 branches, seeds 0/1)
            the on-manifold miss is not an implementation defect (the metric, the pool 1 .. b*-4, the routed rows, the
            shared noises and the pretrained reference were checked against spec §5; the diagnostic's independent

@@ -269,16 +269,19 @@ def run(cfg, out_dir: Path) -> dict:
             pred = jax.vmap(replay, in_axes=(None, 0, 0, 0))(q, saved, rx, bstar)  # (B, G, P, K, 2)
             return jax.vmap(lambda a, b: align.trajectory_velocity_energy(a, b, K_TIMES, grad_steps=cfg.grad_steps))(rx1, pred)
 
-        e_old = jax.lax.stop_gradient(energies(prm))
         e_ref = jax.lax.stop_gradient(energies(params0))
 
         def loss_fn(q):
             e = energies(q)
+            # One update per rollout batch, so the "old" policy is the current one: its energies are
+            # this forward pass's own (not a second replay at the same parameters, which doubled the
+            # replay code the update compiles).
+            e_old = jax.lax.stop_gradient(e)
             losses, aux = jax.vmap(lambda a, b, c, d, f: align.kvpo_loss(a, b, c, d, kl_coef=cfg.kl_coef, any_better=f))(
                 e, e_old, e_ref, adv, better)
-            return jnp.mean(losses), aux
+            return jnp.mean(losses), (aux, e_old)
 
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(prm)
+        (loss, (aux, e_old)), grads = jax.value_and_grad(loss_fn, has_aux=True)(prm)
         upd, st = opt_rl.update(grads, st, prm)
         return optax.apply_updates(prm, upd), st, {"loss": loss, "grad_norm": optax.global_norm(grads),
                                                     "kl": jnp.mean(aux["kl"]), "energy_spread": jnp.mean(jnp.std(e_old, 1))}
