@@ -9,6 +9,7 @@ import signal
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import train_toy_run as run_toy
@@ -207,7 +208,7 @@ def test_leaf_square_norms_match_the_global_norm_and_do_not_overflow_float16():
 
     tree = {"a": jnp.array([3.0, 4.0]), "b": {"c": jnp.full((2, 2), 0.5)}}
     np.testing.assert_allclose(np.asarray(leaf_square_norms(tree)), [25.0, 1.0])
-    np.testing.assert_allclose(float(jnp.sqrt(leaf_square_norms(tree).sum())), float(optax_norm(tree)), rtol=1e-6)
+    np.testing.assert_allclose(float(jnp.sqrt(leaf_square_norms(tree).sum())), float(optax.tree.norm(tree)), rtol=1e-6)
     big16 = {"h": jnp.full((4,), 1000.0, jnp.float16)}  # 1000^2 overflows float16, not float32
     assert leaf_square_norms(big16).dtype == jnp.float32
     assert int(first_nonfinite_index(jnp.array(0.0), big16)) == -1
@@ -217,12 +218,6 @@ def test_leaf_square_norms_match_the_global_norm_and_do_not_overflow_float16():
     for bad in (jnp.nan, jnp.inf, 1e30):
         t = {"a": jnp.array([1.0, 2.0]), "b": {"c": jnp.array([0.0, bad], jnp.float32)}}
         assert int(first_nonfinite_index(jnp.array(1.0), t)) == 2
-
-
-def optax_norm(tree):
-    import optax
-
-    return optax.tree.norm(tree)
 
 
 def test_step_metrics_norm_and_finite_flag_against_direct_computation():
