@@ -246,8 +246,9 @@ def write_html(path: Path, preset: str, summary: dict, results: dict[str, dict],
     keys = ["papers", "experiments", "ran", "claims_checked", "passed", "failed", "errors", "not_run", "not_implemented"]
     parts.append("<table><tr>" + "".join(f"<th>{k.replace('_', ' ')}</th>" for k in keys) + "</tr><tr>"
                  + "".join(f"<td>{summary[k]}</td>" for k in keys) + "</tr></table>")
-    if slowest_compiles(results):
-        parts.append(f"<p>{e(slowest_compiles(results))}</p>")
+    compiles = slowest_compiles(results)
+    if compiles:
+        parts.append(f"<p>{e(compiles)}</p>")
     parts.append("<h2>Environment</h2><ul>" + "".join(f"<li>{e(k)}: {e(str(v))}</li>" for k, v in env.items()) + "</ul>")
     for row in summary["rows"]:
         p = row["paper"]

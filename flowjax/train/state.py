@@ -78,9 +78,7 @@ def leaf_square_norms(grads: Any) -> jax.Array:
             g = g.astype(jnp.float32)
         return optax.tree.norm(g, squared=True)
 
-    norms = [square_norm(g) for g in leaves]
-    dtype = jnp.result_type(*norms)
-    return jnp.stack([n.astype(dtype) for n in norms])
+    return jnp.stack([square_norm(g) for g in leaves])  # promotes mixed precisions
 
 
 def first_nonfinite_index(loss: jax.Array, grads: Any, square_norms: jax.Array | None = None) -> jax.Array:
